@@ -1,0 +1,1 @@
+//! Typed async KES client with multi-endpoint failover

@@ -1,0 +1,1 @@
+//! KES YAML configuration with ${ENV} substitution, validated into a typed Config

@@ -1,0 +1,1 @@
+//! Secret keys, KES ciphertext layouts, KeyVersion encoding, identities and API keys

@@ -1,0 +1,1 @@
+//! The KES server: router, auth, errors, metrics, audit, run()

@@ -1,0 +1,1 @@
+//! rustls configurations, the TLS listener, client identities and API-key certificates

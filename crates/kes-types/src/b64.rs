@@ -1,0 +1,104 @@
+//! Base64 as Go's `encoding/json` does it for `[]byte`: standard alphabet with padding, `\r` and
+//! `\n` ignored when decoding, `null` meaning empty.
+
+use base64::alphabet::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// Go's `base64.StdEncoding`: padding required, non-zero trailing bits tolerated.
+pub const GO_STD: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Encodes `data` as standard padded base64.
+pub fn encode(data: &[u8]) -> String {
+    GO_STD.encode(data)
+}
+
+/// Decodes standard padded base64, ignoring CR and LF as Go does.
+pub fn decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    if text.bytes().any(|b| b == b'\r' || b == b'\n') {
+        let cleaned: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        GO_STD.decode(cleaned)
+    } else {
+        GO_STD.decode(text)
+    }
+}
+
+/// A byte string carried in JSON as base64 (Go's `[]byte`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Bytes64(pub Vec<u8>);
+
+impl fmt::Debug for Bytes64 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Request and response bytes may be key material; never print them.
+        write!(f, "Bytes64({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for Bytes64 {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+impl Serialize for Bytes64 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Bytes64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string or null")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Bytes64, E> {
+                decode(v).map(Bytes64).map_err(E::custom)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Bytes64, E> {
+                Ok(Bytes64::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Bytes64, E> {
+                Ok(Bytes64::default())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Bytes64, D::Error> {
+                d.deserialize_any(V)
+            }
+        }
+        d.deserialize_option(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_like_go() {
+        assert_eq!(decode("e30=").unwrap(), b"{}");
+        assert_eq!(decode("e3\r\n0=").unwrap(), b"{}");
+        assert!(decode("e30").is_err(), "padding is required");
+        assert!(decode("e3-=").is_err(), "url alphabet is rejected");
+        assert_eq!(decode("").unwrap(), b"");
+    }
+
+    #[test]
+    fn null_is_empty() {
+        let v: Bytes64 = serde_json::from_str("null").unwrap();
+        assert!(v.0.is_empty());
+        let v: Bytes64 = serde_json::from_str("\"AAE=\"").unwrap();
+        assert_eq!(v.0, vec![0, 1]);
+        assert!(serde_json::from_str::<Bytes64>("12").is_err());
+    }
+}
