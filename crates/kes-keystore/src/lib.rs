@@ -89,8 +89,12 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Names starting with `prefix`, sorted, beginning at `continue_at` (inclusive) when it is
     /// not empty, at most `limit` (capped at [`MAX_LIST_PAGE`]).
-    async fn list(&self, prefix: &str, continue_at: &str, limit: usize)
-        -> Result<ListPage, StoreError>;
+    async fn list(
+        &self,
+        prefix: &str,
+        continue_at: &str,
+        limit: usize,
+    ) -> Result<ListPage, StoreError>;
 
     /// Probes the backend.
     async fn status(&self) -> Result<StoreStatus, StoreError>;

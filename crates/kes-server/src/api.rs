@@ -1,0 +1,359 @@
+//! The route handlers. Each gets the authenticated caller, the resource name and the (bounded)
+//! body, and returns a response or an `ApiError`.
+
+use crate::error::ApiError;
+use crate::routes::{RouteId, MAX_BULK_ITEMS};
+use crate::App;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use kes_crypto::{KeyType, KeyVersion};
+use kes_types::wire::*;
+use kes_types::{list_prefix, to_go_json_line, valid_name, valid_pattern, Bytes64, GoTime};
+use rand::RngCore;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+/// A 200 answer with KES's JSON encoding.
+pub fn json<T: Serialize>(value: &T) -> Response {
+    let body = to_go_json_line(value);
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// KES's empty success: 200, `Content-Length: 0`, no content type.
+pub fn empty() -> Response {
+    let mut resp = Response::new(Body::empty());
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+fn key_name(resource: &str) -> Result<&str, ApiError> {
+    if valid_name(resource) {
+        Ok(resource)
+    } else {
+        Err(ApiError::InvalidKeyName(resource.to_owned()))
+    }
+}
+
+fn pattern(resource: &str) -> Result<&str, ApiError> {
+    if valid_pattern(resource) {
+        Ok(list_prefix(resource))
+    } else {
+        Err(ApiError::InvalidPattern(resource.to_owned()))
+    }
+}
+
+/// Decodes an optional JSON body: an empty body is the zero value, as KES only parses bodies
+/// with a positive Content-Length.
+fn decode<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)
+}
+
+/// The caller as seen by a handler.
+pub struct Caller<'a> {
+    pub identity: &'a str,
+}
+
+pub async fn handle(
+    app: &App,
+    route: RouteId,
+    caller: Caller<'_>,
+    resource: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use RouteId::*;
+    match route {
+        Version => Ok(json(&VersionResponse {
+            version: crate::VERSION.to_owned(),
+            commit: crate::COMMIT.to_owned(),
+        })),
+        Ready => app.ready().await.map(|()| empty()),
+        Status => Ok(json(&app.status().await)),
+        Metrics => {
+            let mut resp = Response::new(Body::from(app.metrics.render()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
+        Api => {
+            let list: Vec<ApiDescription> = app
+                .routes
+                .all()
+                .iter()
+                .map(|r| ApiDescription {
+                    method: r.method.to_owned(),
+                    path: r.path.to_owned(),
+                    max_body: r.max_body,
+                    timeout: r.timeout.as_secs(),
+                })
+                .collect();
+            Ok(json(&list))
+        }
+        KeyCreate => {
+            let name = key_name(resource)?;
+            let version = KeyVersion::generate(app.key_type, caller.identity);
+            app.keys.create(name, &version).await?;
+            tracing::info!(key = %name, identity = %short(caller.identity), "key created");
+            Ok(empty())
+        }
+        KeyImport => {
+            let name = key_name(resource)?;
+            let req: ImportKeyRequest = if body.is_empty() {
+                ImportKeyRequest::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?
+            };
+            let cipher = if req.cipher.is_empty() { "AES256" } else { req.cipher.as_str() };
+            let kind = KeyType::parse_cipher(cipher)
+                .ok_or_else(|| ApiError::UnsupportedAlgorithm(cipher.to_owned()))?;
+            let key = Zeroizing::new(req.key.0);
+            let bytes: [u8; 32] = key
+                .as_slice()
+                .try_into()
+                .map_err(|_| ApiError::InvalidKeySize(cipher.to_owned()))?;
+            let version = KeyVersion::import(kind, bytes, caller.identity);
+            app.keys.create(name, &version).await?;
+            tracing::info!(key = %name, identity = %short(caller.identity), "key imported");
+            Ok(empty())
+        }
+        KeyDescribe => {
+            let name = key_name(resource)?;
+            let key = app.keys.get(name).await?;
+            Ok(json(&DescribeKeyResponse {
+                name: name.to_owned(),
+                algorithm: key.version.key.kind().as_str().to_owned(),
+                created_at: key.version.created_at_or_zero(),
+                created_by: key.version.created_by.clone(),
+            }))
+        }
+        KeyList => {
+            let prefix = pattern(resource)?;
+            let continue_at = query_param(query, "continue_at").unwrap_or_default();
+            let page = app.keys.list(prefix, &continue_at).await?;
+            Ok(json(&ListKeysResponse {
+                names: page.names,
+                continue_at: page.continue_at,
+            }))
+        }
+        KeyDelete => {
+            let name = key_name(resource)?;
+            app.keys.delete(name).await?;
+            tracing::info!(key = %name, identity = %short(caller.identity), "key deleted");
+            Ok(empty())
+        }
+        KeyGenerate => {
+            let name = key_name(resource)?;
+            let req: GenerateRequest = decode(&body)?;
+            let key = app.keys.get(name).await?;
+            let mut plaintext = Zeroizing::new([0u8; 32]);
+            rand::rngs::OsRng
+                .try_fill_bytes(plaintext.as_mut())
+                .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
+            let ciphertext = key.version.key.encrypt(plaintext.as_ref(), &req.context.0);
+            Ok(json(&GenerateResponse {
+                plaintext: Bytes64(plaintext.to_vec()),
+                ciphertext: Bytes64(ciphertext),
+            }))
+        }
+        KeyEncrypt => {
+            let name = key_name(resource)?;
+            let req: EncryptRequest = decode(&body)?;
+            let key = app.keys.get(name).await?;
+            let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
+            Ok(json(&EncryptResponse {
+                ciphertext: Bytes64(ciphertext),
+            }))
+        }
+        KeyDecrypt => {
+            let name = key_name(resource)?;
+            let req: DecryptRequest = decode(&body)?;
+            let key = app.keys.get(name).await?;
+            let plaintext = key
+                .version
+                .key
+                .decrypt(&req.ciphertext.0, &req.context.0)
+                .map_err(|_| ApiError::Decrypt)?;
+            Ok(json(&DecryptResponse {
+                plaintext: Bytes64(plaintext.to_vec()),
+            }))
+        }
+        KeyBulkDecrypt => {
+            let name = key_name(resource)?;
+            let reqs: Vec<DecryptRequest> = if body.is_empty() {
+                Vec::new()
+            } else {
+                serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?
+            };
+            if reqs.len() > MAX_BULK_ITEMS {
+                return Err(ApiError::InvalidBody);
+            }
+            let key = app.keys.get(name).await?;
+            let mut out = Vec::with_capacity(reqs.len());
+            for r in &reqs {
+                let p = key
+                    .version
+                    .key
+                    .decrypt(&r.ciphertext.0, &r.context.0)
+                    .map_err(|_| ApiError::Decrypt)?;
+                out.push(DecryptResponse {
+                    plaintext: Bytes64(p.to_vec()),
+                });
+            }
+            Ok(json(&out))
+        }
+        KeyHmac => {
+            let name = key_name(resource)?;
+            let req: HmacRequest = decode(&body)?;
+            let key = app.keys.get(name).await?;
+            let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
+            Ok(json(&HmacResponse {
+                hmac: Bytes64(mac_key.mac(&req.message.0).to_vec()),
+            }))
+        }
+        PolicyDescribe | PolicyRead => {
+            if !valid_name(resource) {
+                return Err(ApiError::InvalidPolicyName(resource.to_owned()));
+            }
+            let access = app.access.load();
+            let p = access.policy(resource).ok_or(ApiError::PolicyNotFound)?;
+            if route == PolicyDescribe {
+                return Ok(json(&DescribePolicyResponse {
+                    name: p.name.clone(),
+                    created_at: app.started,
+                    created_by: access.admin().to_owned(),
+                }));
+            }
+            Ok(json(&ReadPolicyResponse {
+                name: p.name.clone(),
+                allow: rules(&p.policy.allow),
+                deny: rules(&p.policy.deny),
+                created_at: app.started,
+                created_by: access.admin().to_owned(),
+            }))
+        }
+        PolicyList => {
+            let prefix = pattern(resource)?;
+            Ok(json(&ListPoliciesResponse {
+                names: app.access.load().policy_names(prefix),
+                continue_at: String::new(),
+            }))
+        }
+        IdentityDescribe => {
+            if resource.is_empty() || resource.len() > 1024 {
+                return Err(ApiError::InvalidIdentity(resource.to_owned()));
+            }
+            let access = app.access.load();
+            if access.is_admin(resource) {
+                return Ok(json(&DescribeIdentityResponse {
+                    policy: String::new(),
+                    admin: true,
+                    created_at: app.started,
+                    created_by: String::new(),
+                }));
+            }
+            let p = access.policy_of(resource).ok_or(ApiError::IdentityNotFound)?;
+            Ok(json(&DescribeIdentityResponse {
+                policy: p.name.clone(),
+                admin: false,
+                created_at: app.started,
+                created_by: access.admin().to_owned(),
+            }))
+        }
+        IdentityList => {
+            let prefix = pattern(resource)?;
+            Ok(json(&ListIdentitiesResponse {
+                identities: app.access.load().identity_names(prefix),
+                continue_at: String::new(),
+            }))
+        }
+        SelfDescribe => {
+            let access = app.access.load();
+            if access.is_admin(caller.identity) {
+                return Ok(json(&SelfDescribeResponse {
+                    identity: caller.identity.to_owned(),
+                    admin: true,
+                    created_at: app.started,
+                    created_by: String::new(),
+                    policy: String::new(),
+                    allow: BTreeMap::new(),
+                    deny: BTreeMap::new(),
+                }));
+            }
+            let p = access
+                .policy_of(caller.identity)
+                .ok_or(ApiError::IdentityNotFound)?;
+            Ok(json(&SelfDescribeResponse {
+                identity: caller.identity.to_owned(),
+                admin: false,
+                created_at: app.started,
+                created_by: access.admin().to_owned(),
+                policy: p.name.clone(),
+                allow: rules(&p.policy.allow),
+                deny: rules(&p.policy.deny),
+            }))
+        }
+        LogError => Ok(stream(app.logs.subscribe_error())),
+        LogAudit => Ok(stream(app.logs.subscribe_audit())),
+    }
+}
+
+fn rules(patterns: &[String]) -> BTreeMap<String, Rule> {
+    patterns.iter().map(|p| (p.clone(), Rule {})).collect()
+}
+
+/// First 8 characters of an identity, for logs.
+pub fn short(identity: &str) -> &str {
+    identity.get(..8).unwrap_or(identity)
+}
+
+/// A query parameter's percent-decoded value.
+pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// An ND-JSON stream that lasts until the client goes away.
+fn stream(rx: tokio::sync::broadcast::Receiver<std::sync::Arc<[u8]>>) -> Response {
+    use futures_util::stream::unfold;
+    let s = unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => return Some((Ok::<_, std::io::Error>(Bytes::copy_from_slice(&line)), rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(s));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+/// Used by `GoTime` consumers that need "now" for the start time.
+pub fn now() -> GoTime {
+    GoTime::now_utc()
+}

@@ -1,0 +1,186 @@
+//! The one place where failures become HTTP answers.
+//!
+//! Every handler returns `ApiError`; its status and message are chosen here and nowhere else.
+//! Canonical errors are byte-exact with KES, because MinIO matches them with `errors.Is`, and the
+//! choice between 4xx and 5xx decides whether clients fail over to another node: only definitive
+//! answers are 4xx.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use kes_keystore::StoreError;
+use kes_types::{msg, KesError};
+
+/// Which keystore operation failed, for KES's `failed to <op> key` messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Create,
+    Read,
+    Delete,
+    List,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("key does not exist")]
+    KeyNotFound,
+    #[error("key already exists")]
+    KeyExists,
+    #[error("not authorized")]
+    NotAllowed,
+    #[error("policy does not exist")]
+    PolicyNotFound,
+    #[error("identity does not exist")]
+    IdentityNotFound,
+    #[error("decryption failed")]
+    Decrypt,
+    #[error("invalid key name")]
+    InvalidKeyName(String),
+    #[error("invalid policy name")]
+    InvalidPolicyName(String),
+    #[error("invalid identity")]
+    InvalidIdentity(String),
+    #[error("invalid listing pattern")]
+    InvalidPattern(String),
+    #[error("invalid request body")]
+    InvalidBody,
+    #[error("invalid import request body")]
+    InvalidImportBody,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("key does not support hmac")]
+    NoHmac,
+    #[error("client certificate required")]
+    CertRequired,
+    #[error("more than one client certificate")]
+    ManyCerts,
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        got: String,
+        want: &'static str,
+    },
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm(String),
+    #[error("invalid key size")]
+    InvalidKeySize(String),
+    #[error("keystore {op:?} failed: {err}")]
+    Store { op: StoreOp, err: StoreError },
+    #[error("request timed out")]
+    Timeout,
+    #[error("keystore not reachable")]
+    NotReachable,
+    #[error("keystore unavailable")]
+    Unavailable,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// An unknown path; answered with Go's plain-text 404, not JSON.
+    #[error("page not found")]
+    NoRoute,
+}
+
+impl ApiError {
+    pub fn store(op: StoreOp, err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound if op != StoreOp::Create => Self::KeyNotFound,
+            StoreError::AlreadyExists if op == StoreOp::Create => Self::KeyExists,
+            err => Self::Store { op, err },
+        }
+    }
+
+    /// Status and message as the client sees them.
+    pub fn to_kes(&self) -> KesError {
+        let e = |status: u16, m: &str| KesError::new(status, m);
+        match self {
+            Self::KeyNotFound => e(404, msg::KEY_NOT_FOUND),
+            Self::KeyExists => e(400, msg::KEY_EXISTS),
+            Self::NotAllowed => e(403, msg::NOT_ALLOWED),
+            Self::PolicyNotFound => e(404, msg::POLICY_NOT_FOUND),
+            Self::IdentityNotFound => e(404, msg::IDENTITY_NOT_FOUND),
+            Self::Decrypt => e(400, msg::DECRYPT),
+            Self::InvalidKeyName(n) => KesError::new(
+                400,
+                format!("key name '{n}' is empty, too long or contains invalid characters"),
+            ),
+            Self::InvalidPolicyName(n) => KesError::new(
+                400,
+                format!("policy name '{n}' is empty, too long or contains invalid characters"),
+            ),
+            Self::InvalidIdentity(n) => KesError::new(
+                400,
+                format!("identity '{n}' is empty, too long or contains invalid characters"),
+            ),
+            Self::InvalidPattern(p) => KesError::new(
+                400,
+                format!("listing pattern '{p}' is empty, too long or is invalid"),
+            ),
+            Self::InvalidBody => e(400, msg::INVALID_BODY),
+            Self::InvalidImportBody => e(400, msg::INVALID_IMPORT_BODY),
+            Self::BodyTooLarge => e(413, msg::BODY_TOO_LARGE),
+            Self::NoHmac => e(409, msg::NO_HMAC),
+            Self::CertRequired => e(400, msg::CERT_REQUIRED),
+            Self::ManyCerts => e(400, msg::MANY_CERTS),
+            Self::MethodNotAllowed { got, want } => {
+                KesError::new(405, format!("received method '{got}' expected '{want}'"))
+            }
+            Self::UnsupportedAlgorithm(c) => {
+                KesError::new(406, format!("algorithm '{c}' is not supported"))
+            }
+            Self::InvalidKeySize(c) => KesError::new(406, format!("invalid key size for '{c}'")),
+            Self::Store { op, err } => {
+                let m = match op {
+                    StoreOp::Create => msg::CREATE_FAILED,
+                    StoreOp::Read => msg::READ_FAILED,
+                    StoreOp::Delete => msg::DELETE_FAILED,
+                    StoreOp::List => msg::LIST_FAILED,
+                };
+                // A backend's definitive refusal is still not the client's fault in KES's
+                // model; every store failure is a 502 so clients try another node.
+                let _ = err;
+                e(502, m)
+            }
+            Self::Timeout => e(503, msg::TIMEOUT),
+            Self::NotReachable => e(504, msg::NOT_REACHABLE),
+            Self::Unavailable => e(502, msg::UNAVAILABLE),
+            Self::Internal(m) => e(500, m),
+            Self::NoRoute => e(404, "404 page not found"),
+        }
+    }
+}
+
+/// Builds KES's error response: JSON body `{"message":"..."\n}` with an explicit length.
+pub fn error_response(err: &KesError) -> Response {
+    let body = err.body();
+    let status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::new(Body::from(body.clone()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoRoute => {
+                let body = "404 page not found\n";
+                let mut resp = Response::new(Body::from(body));
+                *resp.status_mut() = StatusCode::NOT_FOUND;
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+                resp
+            }
+            Self::MethodNotAllowed { want, .. } => {
+                let mut resp = error_response(&self.to_kes());
+                resp.headers_mut()
+                    .insert(header::ACCEPT, HeaderValue::from_static(want));
+                resp
+            }
+            other => error_response(&other.to_kes()),
+        }
+    }
+}
