@@ -69,6 +69,7 @@ pub struct TestServer {
     pub config_path: PathBuf,
     pub cancel: CancellationToken,
     pub handle: tokio::task::JoinHandle<()>,
+    reload: Box<dyn Fn() -> Result<(), kes_server::ServerError> + Send + Sync>,
 }
 
 impl Drop for TestServer {
@@ -122,6 +123,7 @@ impl TestServer {
         write(&config_path, &yaml);
         let parsed = kes_config::load(&config_path).unwrap();
         let server = kes_server::Server::new(&parsed.config, None, LogHub::new()).unwrap();
+        let reload = Box::new(server.reloader());
         let listener = tokio::net::TcpListener::bind(addr.unwrap_or(parsed.config.address))
             .await
             .unwrap();
@@ -139,7 +141,13 @@ impl TestServer {
             config_path,
             cancel,
             handle,
+            reload,
         }
+    }
+
+    /// Re-reads the certificate files, as SIGHUP does.
+    pub fn reload(&self) {
+        (self.reload)().unwrap();
     }
 
     /// Stops the server and waits until its listener is closed.

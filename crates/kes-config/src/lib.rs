@@ -514,6 +514,22 @@ mod tests {
         assert!(!format!("{a:?}").contains("s3cret"));
     }
 
+    #[test]
+    fn load_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kes.yaml");
+        std::fs::write(
+            &path,
+            "admin:\n  identity: a\ntls:\n  key: k\n  cert: c\nkeystore:\n  memory: {}\n",
+        )
+        .unwrap();
+        let parsed = load(&path).unwrap();
+        assert_eq!(parsed.config.admin_identity, "a");
+        let e = load(&dir.path().join("missing.yaml")).unwrap_err();
+        assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
+        assert!(e.to_string().contains("missing.yaml"), "{e}");
+    }
+
     /// Every example shipped in `config/` must parse cleanly, with every `${VAR}` it
     /// references set.
     #[test]
@@ -542,14 +558,33 @@ mod tests {
                 vars.contains(&name.to_owned())
                     .then(|| format!("{name}-value"))
             };
-            match parse(&text, &env) {
-                Ok(parsed) => assert!(
-                    parsed.warnings.is_empty(),
-                    "{}: {:?}",
-                    file.display(),
-                    parsed.warnings
-                ),
-                Err(e) => panic!("{}: {e}", file.display()),
+            let parsed = parse(&text, &env).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(
+                parsed.warnings.is_empty(),
+                "{}: {:?}",
+                file.display(),
+                parsed.warnings
+            );
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let c = parsed.config;
+            assert_eq!(c.cluster.is_some(), name.starts_with("cluster"), "{name}");
+            let want_store = match &c.keystore {
+                KeystoreConfig::Fs { .. } => "fs",
+                KeystoreConfig::Vault(_) => "vault",
+                KeystoreConfig::AwsSecretsManager(_) => "aws",
+                other => panic!("{name}: unexpected keystore {other:?}"),
+            };
+            if name.starts_with("server-") {
+                assert_eq!(name, format!("server-{want_store}.yaml"));
+            }
+            if let Some(minio) = c.policies.get("minio") {
+                assert!(
+                    minio.allow.iter().any(|p| p == "/v1/key/generate/*"),
+                    "{name}"
+                );
             }
         }
     }

@@ -9,7 +9,9 @@
 use std::fmt;
 
 use kes_types::GoTime;
-use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use zeroize::Zeroizing;
 
 /// The Go type of one struct field.
@@ -206,7 +208,8 @@ impl<'de> Visitor<'de> for Present {
             Kind::Str => Value::Str(s.to_vec()),
             Kind::Bytes => {
                 let text = std::str::from_utf8(s).map_err(|_| E::custom("invalid base64"))?;
-                let bytes = kes_types::b64::decode(text).map_err(|_| E::custom("invalid base64"))?;
+                let bytes =
+                    kes_types::b64::decode(text).map_err(|_| E::custom("invalid base64"))?;
                 Value::Bytes(Zeroizing::new(bytes))
             }
             Kind::Time => {
@@ -264,7 +267,8 @@ mod tests {
         let f = decode(
             br#"{"AEAD":"a","BYTE\u017f":"AQI=","x":[1,{"y":null}],"Created_At":null}"#,
             FIELDS,
-        ).expect("must decode");
+        )
+        .expect("must decode");
         assert_eq!(str_of(&f[0]), Some(&b"a"[..]));
         assert_eq!(bytes_of(&f[1]), Some(&[1u8, 2][..]));
         assert!(f[2].is_none());
@@ -272,8 +276,11 @@ mod tests {
 
     #[test]
     fn repeated_keys_and_nulls() {
-        let f = decode(br#"{"aead":"a","aead":null,"bytes":"AQI=","bytes":null}"#, FIELDS)
-            .expect("must decode");
+        let f = decode(
+            br#"{"aead":"a","aead":null,"bytes":"AQI=","bytes":null}"#,
+            FIELDS,
+        )
+        .expect("must decode");
         // null keeps a string but empties a byte slice
         assert_eq!(str_of(&f[0]), Some(&b"a"[..]));
         assert_eq!(bytes_of(&f[1]), Some(&[][..]));

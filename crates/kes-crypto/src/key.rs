@@ -301,7 +301,7 @@ impl fmt::Debug for SecretKey {
 
 fn aes_cipher(master: &[u8; KEY_LEN], iv: &[u8; IV_LEN]) -> Aes256Gcm {
     let key = Zeroizing::new(hmac_sha256(master, iv));
-    Aes256Gcm::new(GenericArray::from_slice(key.as_ref()))
+    Aes256Gcm::new((&*key).into())
 }
 
 fn chacha_cipher(master: &[u8; KEY_LEN], iv: &[u8; IV_LEN]) -> ChaCha20Poly1305 {
@@ -424,7 +424,10 @@ mod tests {
             let key = SecretKey::generate(kind);
             let ct = key.encrypt(&[7u8; 32], b"ctx");
             assert_eq!(ct.len(), 76);
-            assert_eq!(key.decrypt(&ct, b"ctx").map(|p| p.to_vec()), Ok(vec![7u8; 32]));
+            assert_eq!(
+                key.decrypt(&ct, b"ctx").map(|p| p.to_vec()),
+                Ok(vec![7u8; 32])
+            );
         }
     }
 
@@ -447,7 +450,11 @@ mod tests {
     fn short_ciphertexts_fail() {
         let key = SecretKey::new(KeyType::Aes256, [1u8; 32]);
         for len in [0, 1, 27, 28, 29, 43] {
-            assert_eq!(key.decrypt(&vec![0u8; len], b""), Err(DecryptError), "{len}");
+            assert_eq!(
+                key.decrypt(&vec![0u8; len], b""),
+                Err(DecryptError),
+                "{len}"
+            );
         }
     }
 

@@ -79,7 +79,7 @@ impl KeyVersion {
         self.created_at.unwrap_or_else(GoTime::zero)
     }
 
-    /// Encodes the key for a keystore, as ASCII without a trailing newline.
+    /// Encodes the key for a keystore, as ASCII text without a trailing newline.
     ///
     /// A key with an HMAC key becomes `base64(protobuf KeyVersion)`, byte for byte what KES writes
     /// (a missing `created_at` is written as Go's zero time, as KES would). KES cannot encode a key
@@ -122,7 +122,7 @@ impl KeyVersion {
             KeyType::ChaCha20 => "XCHACHA20-POLY1305",
         };
         let key = Zeroizing::new(kes_types::b64::encode(self.key.secret_bytes()));
-        let created_by = serde_json::Value::from(self.created_by.as_str()).to_string();
+        let created_by = ascii_json_string(&self.created_by);
         let created_at = self
             .created_at
             .map(|t| format!(r#""created_at":"{t}","#))
@@ -166,17 +166,21 @@ impl KeyVersion {
             .key
             .as_ref()
             .ok_or(KeyDecodeError::MissingSecretKey)?;
-        let bytes = key_bytes(&secret.key)
-            .ok_or(KeyDecodeError::SecretKeyLength { len: secret.key.len() })?;
-        let kind = KeyType::from_proto_code(secret.r#type)
-            .ok_or(KeyDecodeError::SecretKeyType { code: secret.r#type })?;
+        let bytes = key_bytes(&secret.key).ok_or(KeyDecodeError::SecretKeyLength {
+            len: secret.key.len(),
+        })?;
+        let kind =
+            KeyType::from_proto_code(secret.r#type).ok_or(KeyDecodeError::SecretKeyType {
+                code: secret.r#type,
+            })?;
 
         let hmac = message
             .hmac_key
             .as_ref()
             .ok_or(KeyDecodeError::MissingHmacKey)?;
-        let hmac_bytes = key_bytes(&hmac.key)
-            .ok_or(KeyDecodeError::HmacKeyLength { len: hmac.key.len() })?;
+        let hmac_bytes = key_bytes(&hmac.key).ok_or(KeyDecodeError::HmacKeyLength {
+            len: hmac.key.len(),
+        })?;
         if hmac.hash != HASH_SHA256 {
             return Err(KeyDecodeError::HmacHash { code: hmac.hash });
         }
@@ -184,9 +188,8 @@ impl KeyVersion {
         // KES reads a missing timestamp as the Unix epoch (protobuf's zero Timestamp), and
         // normalizes out-of-range nanos into seconds rather than rejecting them.
         let ts = message.created_at.clone().unwrap_or_default();
-        let created_at = GoTime::from_unix_nanos(
-            i128::from(ts.seconds) * NANOS_PER_SEC + i128::from(ts.nanos),
-        );
+        let created_at =
+            GoTime::from_unix_nanos(i128::from(ts.seconds) * NANOS_PER_SEC + i128::from(ts.nanos));
 
         Ok(KeyVersion {
             key: SecretKey::new(kind, *bytes),
@@ -195,6 +198,24 @@ impl KeyVersion {
             created_by: message.created_by.clone(),
         })
     }
+}
+
+/// A JSON string literal with every non-ASCII character escaped, so the encoded key stays ASCII
+/// like the protobuf form: some keystores mangle anything else.
+fn ascii_json_string(s: &str) -> String {
+    let escaped = serde_json::Value::from(s).to_string();
+    let mut out = String::with_capacity(escaped.len());
+    for c in escaped.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
 }
 
 fn key_bytes(v: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
@@ -239,7 +260,10 @@ fn parse_legacy_json(stored: &[u8]) -> Result<KeyVersion, KeyDecodeError> {
             .ok()
             .and_then(KeyType::parse_cipher)
             .ok_or_else(|| KeyDecodeError::Algorithm {
-                name: String::from_utf8_lossy(&algorithm).chars().take(64).collect(),
+                name: String::from_utf8_lossy(&algorithm)
+                    .chars()
+                    .take(64)
+                    .collect(),
             })?
     };
     let key = key_bytes(&bytes).ok_or(KeyDecodeError::SecretKeyLength { len: bytes.len() })?;

@@ -97,9 +97,7 @@ fn from_json(b: &[u8]) -> Option<Vec<u8>> {
     let iv = bytes_field();
     let nonce = bytes_field();
     let bytes = bytes_field();
-    if !JSON_AEAD_NAMES.contains(&aead.as_slice())
-        || iv.len() != IV_LEN
-        || nonce.len() != NONCE_LEN
+    if !JSON_AEAD_NAMES.contains(&aead.as_slice()) || iv.len() != IV_LEN || nonce.len() != NONCE_LEN
     {
         return None;
     }
@@ -172,10 +170,16 @@ mod tests {
 
         for aead in ["AES-256-GCM", "", "chacha20poly1305x"] {
             let bad = ok.replace("ChaCha20Poly1305", aead);
-            assert!(matches!(to_current_layout(bad.as_bytes()), Cow::Borrowed(_)));
+            assert!(matches!(
+                to_current_layout(bad.as_bytes()),
+                Cow::Borrowed(_)
+            ));
         }
         let no_aead = format!(r#"{{"iv":"{iv}","nonce":"{nonce}","bytes":"Y3Q="}}"#);
-        assert!(matches!(to_current_layout(no_aead.as_bytes()), Cow::Borrowed(_)));
+        assert!(matches!(
+            to_current_layout(no_aead.as_bytes()),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -21,7 +21,6 @@ mod legacy;
 
 pub use apikey::{ed25519_spki_der, identity_of_spki, ApiKey, ApiKeyError};
 pub use key::{
-    DecryptError, EncryptError, HmacKey, KeyType, SecretKey, CIPHERTEXT_OVERHEAD,
-    MAX_PLAINTEXT_LEN,
+    DecryptError, EncryptError, HmacKey, KeyType, SecretKey, CIPHERTEXT_OVERHEAD, MAX_PLAINTEXT_LEN,
 };
 pub use keyversion::{KeyDecodeError, KeyVersion};

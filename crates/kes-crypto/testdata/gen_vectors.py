@@ -214,6 +214,11 @@ add_ct(
     b"\x95" + mp_str("AES256") + mp_str(kid) + mp_bin(iv) + mp_bin(nonce) + b"\xd9" + bytes([len(data)]) + data,
     ad,
 )
+# Wrong lengths shifted so that a parser which only concatenated the fields, without checking
+# their lengths, would produce a valid raw ciphertext: these fail only if the lengths are checked.
+add_ct("fail_msgpack_iv_17_bytes_shifted", "AES256", msgpack_ct("AES256", kid, data[-1:] + iv, nonce, data[:-1]), ad)
+add_ct("fail_msgpack_nonce_13_bytes_shifted", "AES256", msgpack_ct("AES256", kid, data[-1:] + iv[:15], iv[15:] + nonce, data[:-1]), ad)
+add_ct("fail_msgpack_iv_15_nonce_13_shifted", "AES256", msgpack_ct("AES256", kid, iv[:15], iv[15:] + nonce, data), ad)
 add_ct("fail_msgpack_garbage", "AES256", b"\x95" + rand(60), ad)
 add_ct("fail_msgpack_tampered_payload", "AES256", msgpack_ct("AES256", kid, iv, nonce, flip(data, 5)), ad)
 
@@ -258,6 +263,9 @@ add_ct("fail_json_iv_15_bytes", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv
 add_ct("fail_json_iv_17_bytes", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv + b"\x00", nonce, data), ad)
 add_ct("fail_json_nonce_11_bytes", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv, nonce[:11], data), ad)
 add_ct("fail_json_nonce_16_bytes", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv, nonce + bytes(4), data), ad)
+add_ct("fail_json_iv_17_bytes_shifted", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", data[-1:] + iv, nonce, data[:-1]), ad)
+add_ct("fail_json_nonce_13_bytes_shifted", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", data[-1:] + iv[:15], iv[15:] + nonce, data[:-1]), ad)
+add_ct("fail_json_iv_15_nonce_13_shifted", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv[:15], iv[15:] + nonce, data), ad)
 add_ct("fail_json_tampered_bytes", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv, nonce, flip(data, 0)), ad)
 add_ct("fail_json_malformed", "AES256", b'{"aead":"AES-256-GCM-HMAC-SHA-256","iv":' + rand(40), ad)
 add_ct("fail_json_trailing_data", "AES256", json_ct("AES-256-GCM-HMAC-SHA-256", iv, nonce, data) + b"x", ad)

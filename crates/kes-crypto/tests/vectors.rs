@@ -96,7 +96,12 @@ fn ciphertexts() {
                 opened += 1;
                 if let (Some(iv), Some(nonce)) = (&c.iv, &c.nonce) {
                     let again = key.encrypt_with(&pt, &ad, &arr(iv), &arr(nonce));
-                    assert_eq!(hex::encode(again), c.ciphertext, "{}: re-encryption", c.name);
+                    assert_eq!(
+                        hex::encode(again),
+                        c.ciphertext,
+                        "{}: re-encryption",
+                        c.name
+                    );
                 }
             }
             None => {
@@ -105,7 +110,10 @@ fn ciphertexts() {
             }
         }
     }
-    assert!(opened > 20 && refused > 20, "{opened} opened, {refused} refused");
+    assert!(
+        opened > 20 && refused > 20,
+        "{opened} opened, {refused} refused"
+    );
 }
 
 #[test]
@@ -160,16 +168,16 @@ fn api_keys() {
         assert_eq!(key, ApiKey::from_seed(arr(&a.seed)));
         assert_eq!(key.to_text(), a.text);
         assert_eq!(hex::encode(key.public_key()), a.public_key);
-        assert_eq!(
-            hex::encode(ed25519_spki_der(&key.public_key())),
-            a.spki_der
-        );
+        assert_eq!(hex::encode(ed25519_spki_der(&key.public_key())), a.spki_der);
         assert_eq!(identity_of_spki(&unhex(&a.spki_der)), a.identity);
         assert_eq!(key.identity(), a.identity);
         assert_eq!(hex::encode(key.pkcs8_der().as_slice()), a.pkcs8_der);
         assert_eq!(ApiKey::from_pkcs8_pem(&a.pkcs8_pem).expect("pem"), key);
         // The prefix is optional.
-        assert_eq!(ApiKey::parse(&a.text["kes:v1:".len()..]).expect("bare"), key);
+        assert_eq!(
+            ApiKey::parse(&a.text["kes:v1:".len()..]).expect("bare"),
+            key
+        );
     }
     for bad in &v.bad_api_keys {
         assert!(ApiKey::parse(bad).is_err(), "{bad}");

@@ -75,7 +75,7 @@ impl FsStore {
         Ok(FsStore {
             inner: Arc::new(Inner {
                 dir,
-                no_links: AtomicBool::new(true),
+                no_links: AtomicBool::new(false),
             }),
         })
     }
@@ -160,42 +160,46 @@ fn discard(path: &Path) -> bool {
 fn create_blocking(inner: &Inner, name: &str, value: &[u8]) -> Result<(), StoreError> {
     let dir = inner.dir.as_path();
     let target = dir.join(name);
-    if !inner.no_links.load(Ordering::Relaxed) {
-        let temp = write_temp(dir, value)?;
-        let linked = fs::hard_link(&temp, &target);
-        // Whatever the link did, the temporary name has served its purpose: on success the
-        // entry holds the data, on failure nothing refers to it.
-        discard(&temp);
-        match linked {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(StoreError::AlreadyExists)
-            }
-            // EPERM/EOPNOTSUPP from link(2) on a directory we just wrote into means the
-            // filesystem has no hard links.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
-                ) =>
-            {
-                tracing::warn!(
-                    dir = %dir.display(),
-                    error = %e,
-                    "fs keystore: hard links unsupported, creating entries in place; a crash \
-                     during a create can leave a truncated entry"
-                );
-                inner.no_links.store(true, Ordering::Relaxed);
-                return create_in_place(dir, &target, value);
-            }
-            // link(2) failed, so nothing became visible: safe to retry.
-            Err(e) => return Err(io_error("link", &target, e, true)),
-        }
-        // The entry exists now but is not durable until the directory is synced; the caller
-        // must not retry blindly, since a retry would see AlreadyExists.
-        return sync_dir(dir).map_err(|e| io_error("sync directory", dir, e, false));
+    if inner.no_links.load(Ordering::Relaxed) {
+        return create_in_place(dir, &target, value);
     }
-    create_in_place(dir, &target, value)
+    let temp = write_temp(dir, value)?;
+    let linked = fs::hard_link(&temp, &target);
+    // Whatever the link did, the temporary name has served its purpose: on success the entry
+    // holds the data, on failure nothing refers to it.
+    discard(&temp);
+    match linked {
+        Ok(()) => sync_after_change(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists),
+        // EPERM/EOPNOTSUPP from link(2) in a directory we just wrote into means the filesystem
+        // has no hard links.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+            ) =>
+        {
+            tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "fs keystore: hard links unsupported, creating entries in place; a crash during \
+                 a create can leave a truncated entry"
+            );
+            inner.no_links.store(true, Ordering::Relaxed);
+            create_in_place(dir, &target, value)
+        }
+        // link(2) failed, so nothing became visible: safe to retry.
+        Err(e) => Err(io_error("link", &target, e, true)),
+    }
+}
+
+/// Syncs the directory after an entry appeared or disappeared. The change is visible already
+/// but not durable until this succeeds, so a failure is never retryable: a retry would see the
+/// changed state (`AlreadyExists`, `NotFound`) and misreport.
+fn sync_after_change(dir: &Path) -> Result<(), StoreError> {
+    sync_dir(dir).map_err(|e| {
+        StoreError::unavailable(false, format!("fs: sync directory {}: {e}", dir.display()))
+    })
 }
 
 /// Writes `value` to a fresh temporary file in `dir` and returns its path.
@@ -233,7 +237,7 @@ fn create_in_place(dir: &Path, target: &Path, value: &[u8]) -> Result<(), StoreE
             return Err(io_error("write", target, e, retryable));
         }
     }
-    sync_dir(dir).map_err(|e| io_error("sync directory", dir, e, false))
+    sync_after_change(dir)
 }
 
 fn get_blocking(dir: &Path, name: &str) -> Result<Vec<u8>, StoreError> {
@@ -278,7 +282,7 @@ fn delete_blocking(dir: &Path, name: &str) -> Result<(), StoreError> {
         // unlink(2) failed, so nothing changed.
         Err(e) => return Err(io_error("remove", &path, e, true)),
     }
-    sync_dir(dir).map_err(|e| io_error("sync directory", dir, e, false))
+    sync_after_change(dir)
 }
 
 fn list_blocking(

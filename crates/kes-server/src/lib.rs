@@ -335,6 +335,13 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
         }
         Match::Route { route, resource } => (route, resource.to_owned()),
     };
+    // A subtree root requested without its slash is served as KES serves it after the
+    // redirect, so policies see the slashed path (`/v1/key/list/` for `/v1/key/list`).
+    let decoded = if route.is_subtree() && !decoded.starts_with(route.path) {
+        format!("{}{resource}", route.path)
+    } else {
+        decoded
+    };
     let started = Instant::now();
     let _active = route.is_metered().then(|| app.metrics.begin());
     let identity = match &conn.peer {

@@ -133,8 +133,8 @@ pub struct Routes {
 }
 
 /// The result of matching a request path.
-pub enum Match<'a> {
-    Route { route: &'a Route, resource: &'a str },
+pub enum Match<'a, 'p> {
+    Route { route: &'a Route, resource: &'p str },
     Redirect(String),
     NotFound,
 }
@@ -168,12 +168,12 @@ impl Routes {
     }
 
     /// Matches a percent-decoded path.
-    pub fn find<'a>(&'a self, path: &'a str) -> Match<'a> {
+    pub fn find<'a, 'p>(&'a self, path: &'p str) -> Match<'a, 'p> {
         let cleaned = clean_path(path);
         if cleaned != path {
             return Match::Redirect(cleaned);
         }
-        let mut best: Option<(&Route, &str)> = None;
+        let mut best: Option<(&'a Route, &'p str)> = None;
         for route in &self.routes {
             if route.is_subtree() {
                 let root = &route.path[..route.path.len() - 1];
