@@ -106,7 +106,10 @@ impl TestServer {
             )
             .unwrap();
         write(&dir.path().join("server.cert"), &server_cert.cert_pem);
-        write(&dir.path().join("server.key"), server_cert.key_pem.as_bytes());
+        write(
+            &dir.path().join("server.key"),
+            server_cert.key_pem.as_bytes(),
+        );
         write(&dir.path().join("ca.cert"), ca.ca_pem());
         let keystore = match &opts.fs_dir {
             Some(d) => format!("keystore:\n  fs:\n    path: {}\n", d.display()),
@@ -277,7 +280,10 @@ pub async fn send(
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let get = |h: &str| headers.get(h).map(|v| v.to_str().unwrap().to_owned());

@@ -18,7 +18,10 @@ async fn version_needs_no_identity() {
     assert_eq!(a.status, 200);
     let v = a.json();
     assert!(v["version"].is_string() && v["commit"].is_string());
-    assert!(a.body.ends_with(b"\n"), "json.Encoder ends lines with a newline");
+    assert!(
+        a.body.ends_with(b"\n"),
+        "json.Encoder ends lines with a newline"
+    );
 }
 
 #[tokio::test]
@@ -36,8 +39,11 @@ async fn key_lifecycle_and_canonical_errors() {
         ("GET", "/v1/key/describe/k1"),
         ("DELETE", "/v1/key/delete/k1"),
     ] {
-        let body = (m == "PUT").then(|| br#"{"plaintext":"AA==","ciphertext":"AA==","message":"AA=="}"#.to_vec());
-        send(&c, m, &u(p), body).await.assert_error(404, "key does not exist");
+        let body = (m == "PUT")
+            .then(|| br#"{"plaintext":"AA==","ciphertext":"AA==","message":"AA=="}"#.to_vec());
+        send(&c, m, &u(p), body)
+            .await
+            .assert_error(404, "key does not exist");
     }
 
     // Create with an empty body: 200, no body, Content-Length 0, no content type.
@@ -61,7 +67,13 @@ async fn key_lifecycle_and_canonical_errors() {
     assert!(kes_types::GoTime::parse(d["created_at"].as_str().unwrap()).is_some());
 
     // Generate with MinIO's context, then decrypt; any other context fails.
-    let g = send(&c, "POST", &u("/v1/key/generate/k1"), Some(br#"{"context":"e30="}"#.to_vec())).await;
+    let g = send(
+        &c,
+        "POST",
+        &u("/v1/key/generate/k1"),
+        Some(br#"{"context":"e30="}"#.to_vec()),
+    )
+    .await;
     assert_eq!(g.status, 200);
     let g = g.json();
     let pt = unb64(&g["plaintext"]);
@@ -73,9 +85,14 @@ async fn key_lifecycle_and_canonical_errors() {
     assert_eq!(dec.status, 200);
     assert_eq!(unb64(&dec.json()["plaintext"]), pt);
     let wrong = json!({"ciphertext": b64(&ct), "context": b64(b"{\"a\":\"b\"}")}).to_string();
-    send(&c, "PUT", &u("/v1/key/decrypt/k1"), Some(wrong.into_bytes()))
-        .await
-        .assert_error(400, "decryption failed: ciphertext is not authentic");
+    send(
+        &c,
+        "PUT",
+        &u("/v1/key/decrypt/k1"),
+        Some(wrong.into_bytes()),
+    )
+    .await
+    .assert_error(400, "decryption failed: ciphertext is not authentic");
     for short in [vec![], vec![1u8; 28]] {
         let b = json!({"ciphertext": b64(&short)}).to_string();
         send(&c, "PUT", &u("/v1/key/decrypt/k1"), Some(b.into_bytes()))
@@ -84,8 +101,12 @@ async fn key_lifecycle_and_canonical_errors() {
     }
 
     // Generate is not deterministic; an empty body means empty context; null == "" == absent.
-    let g1 = send(&c, "PUT", &u("/v1/key/generate/k1"), None).await.json();
-    let g2 = send(&c, "PUT", &u("/v1/key/generate/k1"), Some(b"{}".to_vec())).await.json();
+    let g1 = send(&c, "PUT", &u("/v1/key/generate/k1"), None)
+        .await
+        .json();
+    let g2 = send(&c, "PUT", &u("/v1/key/generate/k1"), Some(b"{}".to_vec()))
+        .await
+        .json();
     assert_ne!(g1["plaintext"], g2["plaintext"]);
     assert_ne!(g1["ciphertext"], g2["ciphertext"]);
     for ctx in [json!(null), json!("")] {
@@ -104,10 +125,20 @@ async fn key_lifecycle_and_canonical_errors() {
     assert_eq!(unb64(&d.json()["plaintext"]), big);
 
     // HMAC is deterministic per key.
-    let h = |m: &str| json!({"message": b64(m.as_bytes())}).to_string().into_bytes();
-    let h1 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root access key"))).await.json();
-    let h2 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root access key"))).await.json();
-    let h3 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root secret key"))).await.json();
+    let h = |m: &str| {
+        json!({"message": b64(m.as_bytes())})
+            .to_string()
+            .into_bytes()
+    };
+    let h1 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root access key")))
+        .await
+        .json();
+    let h2 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root access key")))
+        .await
+        .json();
+    let h3 = send(&c, "PUT", &u("/v1/key/hmac/k1"), Some(h("root secret key")))
+        .await
+        .json();
     assert_eq!(h1, h2);
     assert_ne!(h1, h3);
     assert_eq!(unb64(&h1["hmac"]).len(), 32);
@@ -136,14 +167,39 @@ async fn import_rules() {
         ("i5", json!(null), "AES256"),
     ] {
         let b = json!({"key": b64(&key), "cipher": cipher}).to_string();
-        let a = send(&c, "PUT", &s.url(&format!("/v1/key/import/{name}")), Some(b.into_bytes())).await;
+        let a = send(
+            &c,
+            "PUT",
+            &s.url(&format!("/v1/key/import/{name}")),
+            Some(b.into_bytes()),
+        )
+        .await;
         assert_eq!(a.status, 200, "{name}: {}", a.text());
-        let d = send(&c, "GET", &s.url(&format!("/v1/key/describe/{name}")), None).await.json();
+        let d = send(&c, "GET", &s.url(&format!("/v1/key/describe/{name}")), None)
+            .await
+            .json();
         assert_eq!(d["algorithm"], expect_alg);
     }
     // The same imported bytes give interoperable ciphertexts across AES keys.
-    let e = send(&c, "PUT", &s.url("/v1/key/encrypt/i1"), Some(json!({"plaintext": b64(b"hi")}).to_string().into_bytes())).await.json();
-    let d = send(&c, "PUT", &s.url("/v1/key/decrypt/i2"), Some(json!({"ciphertext": e["ciphertext"]}).to_string().into_bytes())).await;
+    let e = send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/encrypt/i1"),
+        Some(json!({"plaintext": b64(b"hi")}).to_string().into_bytes()),
+    )
+    .await
+    .json();
+    let d = send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/decrypt/i2"),
+        Some(
+            json!({"ciphertext": e["ciphertext"]})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await;
     assert_eq!(unb64(&d.json()["plaintext"]), b"hi");
 
     let b = json!({"key": b64(&key), "cipher": "DES"}).to_string();
@@ -154,9 +210,14 @@ async fn import_rules() {
     send(&c, "PUT", &s.url("/v1/key/import/x2"), Some(b.into_bytes()))
         .await
         .assert_error(406, "invalid key size for 'AES256'");
-    send(&c, "PUT", &s.url("/v1/key/import/x3"), Some(b"{not json".to_vec()))
-        .await
-        .assert_error(400, "invalid import key request body");
+    send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/import/x3"),
+        Some(b"{not json".to_vec()),
+    )
+    .await
+    .assert_error(400, "invalid import key request body");
     let b = json!({"key": b64(&key)}).to_string();
     send(&c, "PUT", &s.url("/v1/key/import/i1"), Some(b.into_bytes()))
         .await
@@ -173,20 +234,38 @@ async fn bad_input_gets_kes_errors() {
     for bad in ["my.key", "-a", "a-", "_", "%E2%9C%93", &"x".repeat(81)] {
         let a = send(&c, "PUT", &s.url(&format!("/v1/key/create/{bad}")), None).await;
         let shown = percent_decode(bad);
-        a.assert_error(400, &format!("key name '{shown}' is empty, too long or contains invalid characters"));
+        a.assert_error(
+            400,
+            &format!("key name '{shown}' is empty, too long or contains invalid characters"),
+        );
     }
     send(&c, "PUT", &s.url("/v1/key/create/"), None)
         .await
-        .assert_error(400, "key name '' is empty, too long or contains invalid characters");
+        .assert_error(
+            400,
+            "key name '' is empty, too long or contains invalid characters",
+        );
 
     // Bad JSON, bad base64, wrong types.
-    for body in [&b"{"[..], br#"{"context":"@@"}"#, br#"{"context":1}"#, b"[]", br#"{"context":"e30"}"#] {
+    for body in [
+        &b"{"[..],
+        br#"{"context":"@@"}"#,
+        br#"{"context":1}"#,
+        b"[]",
+        br#"{"context":"e30"}"#,
+    ] {
         send(&c, "PUT", &s.url("/v1/key/generate/k"), Some(body.to_vec()))
             .await
             .assert_error(400, "invalid request body");
     }
     // Unknown fields are ignored, names match case-insensitively.
-    let a = send(&c, "PUT", &s.url("/v1/key/generate/k"), Some(br#"{"Context":"e30=","extra":[1]}"#.to_vec())).await;
+    let a = send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/generate/k"),
+        Some(br#"{"Context":"e30=","extra":[1]}"#.to_vec()),
+    )
+    .await;
     assert_eq!(a.status, 200);
 
     // Oversized body.
@@ -219,13 +298,21 @@ async fn bad_input_gets_kes_errors() {
     // Invalid listing patterns.
     send(&c, "GET", &s.url("/v1/key/list/a*b"), None)
         .await
-        .assert_error(400, "listing pattern 'a*b' is empty, too long or is invalid");
+        .assert_error(
+            400,
+            "listing pattern 'a*b' is empty, too long or is invalid",
+        );
 
     // Bulk decrypt limits.
     let many: Vec<_> = (0..1001).map(|_| json!({"ciphertext": "AA=="})).collect();
-    send(&c, "PUT", &s.url("/v1/key/bulk/decrypt/k"), Some(serde_json::to_vec(&many).unwrap()))
-        .await
-        .assert_error(400, "invalid request body");
+    send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/bulk/decrypt/k"),
+        Some(serde_json::to_vec(&many).unwrap()),
+    )
+    .await
+    .assert_error(400, "invalid request body");
 }
 
 fn percent_decode(s: &str) -> String {
@@ -256,21 +343,31 @@ async fn list_paging_and_prefixes() {
     sorted.sort();
     assert_eq!(names, sorted);
     assert_eq!(first["continue_at"], "k-1024");
-    let next = send(&c, "GET", &s.url("/v1/key/list/?continue_at=k-1024"), None).await.json();
+    let next = send(&c, "GET", &s.url("/v1/key/list/?continue_at=k-1024"), None)
+        .await
+        .json();
     let rest: Vec<String> = serde_json::from_value(next["names"].clone()).unwrap();
     assert_eq!(rest.len(), 1101 - 1024);
     assert!(next.get("continue_at").is_none(), "omitted when complete");
 
     // `*` sent escaped, and a trailing `*` means prefix.
     for p in ["%2A", "*"] {
-        let a = send(&c, "GET", &s.url(&format!("/v1/key/list/{p}")), None).await.json();
+        let a = send(&c, "GET", &s.url(&format!("/v1/key/list/{p}")), None)
+            .await
+            .json();
         assert_eq!(a["names"].as_array().unwrap().len(), 1024);
     }
-    let a = send(&c, "GET", &s.url("/v1/key/list/k-000%2A"), None).await.json();
+    let a = send(&c, "GET", &s.url("/v1/key/list/k-000%2A"), None)
+        .await
+        .json();
     assert_eq!(a["names"].as_array().unwrap().len(), 10);
-    let a = send(&c, "GET", &s.url("/v1/key/list/oth"), None).await.json();
+    let a = send(&c, "GET", &s.url("/v1/key/list/oth"), None)
+        .await
+        .json();
     assert_eq!(a["names"], json!(["other"]));
-    let a = send(&c, "GET", &s.url("/v1/key/list/zzz"), None).await.json();
+    let a = send(&c, "GET", &s.url("/v1/key/list/zzz"), None)
+        .await
+        .json();
     assert_eq!(a["names"], json!([]));
 }
 
@@ -282,7 +379,16 @@ async fn status_ready_api_metrics() {
     assert_eq!((r.status, r.body.len()), (200, 0));
 
     let st = send(&c, "GET", &s.url("/v1/status"), None).await.json();
-    for f in ["version", "os", "arch", "uptime", "num_cpu", "num_cpu_used", "mem_heap_used", "mem_stack_used"] {
+    for f in [
+        "version",
+        "os",
+        "arch",
+        "uptime",
+        "num_cpu",
+        "num_cpu_used",
+        "mem_heap_used",
+        "mem_stack_used",
+    ] {
         assert!(st.get(f).is_some(), "status lacks {f}");
     }
     assert!(st["keystore_latency"].as_u64().unwrap() >= 1);
@@ -304,10 +410,20 @@ async fn status_ready_api_metrics() {
     send(&c, "GET", &s.url("/v1/key/describe/nope"), None).await;
     let m = send(&c, "GET", &s.url("/v1/metrics"), None).await;
     assert_eq!(m.status, 200);
-    assert!(m.content_type.clone().unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(m
+        .content_type
+        .clone()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
     let text = m.text();
-    assert!(text.contains("kes_http_request_success{code=\"200\"} 1"), "{text}");
-    assert!(text.contains("kes_http_request_error{code=\"404\"} 1"), "{text}");
+    assert!(
+        text.contains("kes_http_request_success{code=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kes_http_request_error{code=\"404\"} 1"),
+        "{text}"
+    );
     assert!(!text.contains("kes_http_request_failure"), "no 5xx yet");
 }
 
@@ -318,35 +434,74 @@ async fn policy_and_identity_routes() {
         "policy:\n  my-app:\n    allow:\n    - /v1/key/generate/app*\n    - /v1/identity/self/describe\n    deny:\n    - /v1/key/generate/app-secret*\n    identities:\n    - {}\n",
         app.identity()
     );
-    let s = TestServer::start(ServerOpts { extra_yaml: extra, ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        extra_yaml: extra,
+        ..Default::default()
+    })
+    .await;
     let c = s.admin_client();
 
-    let p = send(&c, "GET", &s.url("/v1/policy/read/my-app"), None).await.json();
-    assert_eq!(p["allow"], json!({"/v1/key/generate/app*": {}, "/v1/identity/self/describe": {}}));
+    let p = send(&c, "GET", &s.url("/v1/policy/read/my-app"), None)
+        .await
+        .json();
+    assert_eq!(
+        p["allow"],
+        json!({"/v1/key/generate/app*": {}, "/v1/identity/self/describe": {}})
+    );
     assert_eq!(p["deny"], json!({"/v1/key/generate/app-secret*": {}}));
     assert_eq!(p["created_by"], s.admin.identity());
-    let d = send(&c, "GET", &s.url("/v1/policy/describe/my-app"), None).await.json();
+    let d = send(&c, "GET", &s.url("/v1/policy/describe/my-app"), None)
+        .await
+        .json();
     assert_eq!(d["name"], "my-app");
     send(&c, "GET", &s.url("/v1/policy/read/none"), None)
         .await
         .assert_error(404, "policy does not exist");
     send(&c, "GET", &s.url("/v1/policy/describe/a.b"), None)
         .await
-        .assert_error(400, "policy name 'a.b' is empty, too long or contains invalid characters");
-    let l = send(&c, "GET", &s.url("/v1/policy/list/my*"), None).await.json();
+        .assert_error(
+            400,
+            "policy name 'a.b' is empty, too long or contains invalid characters",
+        );
+    let l = send(&c, "GET", &s.url("/v1/policy/list/my*"), None)
+        .await
+        .json();
     assert_eq!(l, json!({"names": ["my-app"], "continue_at": ""}));
-    let l = send(&c, "GET", &s.url("/v1/policy/list/zz"), None).await.json();
+    let l = send(&c, "GET", &s.url("/v1/policy/list/zz"), None)
+        .await
+        .json();
     assert_eq!(l, json!({"names": [], "continue_at": ""}));
 
-    let id = send(&c, "GET", &s.url(&format!("/v1/identity/describe/{}", app.identity())), None).await.json();
+    let id = send(
+        &c,
+        "GET",
+        &s.url(&format!("/v1/identity/describe/{}", app.identity())),
+        None,
+    )
+    .await
+    .json();
     assert_eq!(id["policy"], "my-app");
     assert_eq!(id["created_by"], s.admin.identity());
-    let ad = send(&c, "GET", &s.url(&format!("/v1/identity/describe/{}", s.admin.identity())), None).await.json();
+    let ad = send(
+        &c,
+        "GET",
+        &s.url(&format!("/v1/identity/describe/{}", s.admin.identity())),
+        None,
+    )
+    .await
+    .json();
     assert_eq!(ad["admin"], true);
-    send(&c, "GET", &s.url(&format!("/v1/identity/describe/{}", "ab".repeat(32))), None)
+    send(
+        &c,
+        "GET",
+        &s.url(&format!("/v1/identity/describe/{}", "ab".repeat(32))),
+        None,
+    )
+    .await
+    .assert_error(404, "identity does not exist");
+    let l = send(&c, "GET", &s.url("/v1/identity/list/"), None)
         .await
-        .assert_error(404, "identity does not exist");
-    let l = send(&c, "GET", &s.url("/v1/identity/list/"), None).await.json();
+        .json();
     let mut want = vec![s.admin.identity(), app.identity()];
     want.sort();
     assert_eq!(l["identities"], json!(want));
@@ -359,13 +514,20 @@ async fn policy_and_identity_routes() {
     assert_eq!(me["identity"], app.identity());
     assert_eq!(me["policy"], "my-app");
     assert_eq!(me["allow"]["/v1/key/generate/app*"], json!({}));
-    let me = send(&c, "GET", &s.url("/v1/identity/self/describe"), None).await.json();
+    let me = send(&c, "GET", &s.url("/v1/identity/self/describe"), None)
+        .await
+        .json();
     assert_eq!(me["admin"], true);
     // An identity with no policy gets 404 from self describe (it is not an identity KES knows).
     let stranger = kes_crypto::ApiKey::generate();
-    send(&s.api_key_client(&stranger), "GET", &s.url("/v1/identity/self/describe"), None)
-        .await
-        .assert_error(404, "identity does not exist");
+    send(
+        &s.api_key_client(&stranger),
+        "GET",
+        &s.url("/v1/identity/self/describe"),
+        None,
+    )
+    .await
+    .assert_error(404, "identity does not exist");
 }
 
 #[tokio::test]
@@ -408,7 +570,11 @@ async fn http1_and_http2() {
         let c = s.client(Some(&cert), proto);
         let r = c.get(s.url("/v1/status")).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        let want = if proto == Proto::Http1 { http::Version::HTTP_11 } else { http::Version::HTTP_2 };
+        let want = if proto == Proto::Http1 {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_2
+        };
         assert_eq!(r.version(), want);
     }
 }
@@ -422,16 +588,40 @@ async fn legacy_bulk_decrypt() {
     let mut plain = Vec::new();
     for i in 0..5u8 {
         let ctx = b64(&[i]);
-        let g = send(&c, "POST", &s.url("/v1/key/generate/b"), Some(json!({"context": ctx}).to_string().into_bytes())).await.json();
+        let g = send(
+            &c,
+            "POST",
+            &s.url("/v1/key/generate/b"),
+            Some(json!({"context": ctx}).to_string().into_bytes()),
+        )
+        .await
+        .json();
         plain.push(g["plaintext"].clone());
         items.push(json!({"ciphertext": g["ciphertext"], "context": ctx}));
     }
-    let a = send(&c, "POST", &s.url("/v1/key/bulk/decrypt/b"), Some(serde_json::to_vec(&items).unwrap())).await;
+    let a = send(
+        &c,
+        "POST",
+        &s.url("/v1/key/bulk/decrypt/b"),
+        Some(serde_json::to_vec(&items).unwrap()),
+    )
+    .await;
     assert_eq!(a.status, 200);
-    let got: Vec<serde_json::Value> = a.json().as_array().unwrap().iter().map(|v| v["plaintext"].clone()).collect();
+    let got: Vec<serde_json::Value> = a
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["plaintext"].clone())
+        .collect();
     assert_eq!(got, plain);
     items[2]["context"] = json!(b64(b"wrong"));
-    send(&c, "POST", &s.url("/v1/key/bulk/decrypt/b"), Some(serde_json::to_vec(&items).unwrap()))
-        .await
-        .assert_error(400, "decryption failed: ciphertext is not authentic");
+    send(
+        &c,
+        "POST",
+        &s.url("/v1/key/bulk/decrypt/b"),
+        Some(serde_json::to_vec(&items).unwrap()),
+    )
+    .await
+    .assert_error(400, "decryption failed: ciphertext is not authentic");
 }

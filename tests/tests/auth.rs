@@ -32,21 +32,48 @@ async fn policies_allow_deny_prefix_empty_unknown() {
         "policy:\n{}{}",
         policy_yaml(
             "app",
-            &["/v1/key/create/app*", "/v1/key/generate/app*", "/v1/key/decrypt/app*", "/v1/status"],
+            &[
+                "/v1/key/create/app*",
+                "/v1/key/generate/app*",
+                "/v1/key/decrypt/app*",
+                "/v1/status"
+            ],
             &["/v1/key/generate/app-secret*"],
             &[app.identity()],
         ),
         policy_yaml("nothing", &[], &[], &[empty.identity()]),
     );
-    let s = TestServer::start(ServerOpts { extra_yaml: extra, ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        extra_yaml: extra,
+        ..Default::default()
+    })
+    .await;
     let admin = s.admin_client();
     for k in ["app-1", "app-secret-1", "other"] {
-        assert_eq!(send(&admin, "PUT", &s.url(&format!("/v1/key/create/{k}")), None).await.status, 200);
+        assert_eq!(
+            send(&admin, "PUT", &s.url(&format!("/v1/key/create/{k}")), None)
+                .await
+                .status,
+            200
+        );
     }
     let ac = s.api_key_client(&app);
-    assert_eq!(send(&ac, "PUT", &s.url("/v1/key/generate/app-1"), None).await.status, 200);
-    assert_eq!(send(&ac, "PUT", &s.url("/v1/key/create/app-2"), None).await.status, 200);
-    assert_eq!(send(&ac, "GET", &s.url("/v1/status"), None).await.status, 200);
+    assert_eq!(
+        send(&ac, "PUT", &s.url("/v1/key/generate/app-1"), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&ac, "PUT", &s.url("/v1/key/create/app-2"), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&ac, "GET", &s.url("/v1/status"), None).await.status,
+        200
+    );
     // deny wins over the allow prefix
     send(&ac, "PUT", &s.url("/v1/key/generate/app-secret-1"), None)
         .await
@@ -68,7 +95,10 @@ async fn policies_allow_deny_prefix_empty_unknown() {
         .assert_error(403, "not authorized: insufficient permissions");
     send(&ac, "PUT", &s.url("/v1/key/generate/app.bad"), None)
         .await
-        .assert_error(400, "key name 'app.bad' is empty, too long or contains invalid characters");
+        .assert_error(
+            400,
+            "key name 'app.bad' is empty, too long or contains invalid characters",
+        );
     // the empty policy denies everything; an unknown identity is denied
     for key in [&empty, &stranger] {
         let c = s.api_key_client(key);
@@ -105,7 +135,11 @@ async fn certificate_identities_of_every_key_type() {
     );
     for server_kind in [KeyKind::Ed25519, KeyKind::EcdsaP256] {
         let s = TestServer::start_with(
-            ServerOpts { extra_yaml: extra.clone(), key_kind: server_kind, ..Default::default() },
+            ServerOpts {
+                extra_yaml: extra.clone(),
+                key_kind: server_kind,
+                ..Default::default()
+            },
             ca.clone(),
             ApiKey::generate(),
             None,
@@ -132,11 +166,25 @@ fn rsa_cert(ca: &kes_tls::certgen::TestCa) -> kes_tls::certgen::CertifiedKey {
 async fn api_key_identity_matches_certificate() {
     let s = TestServer::start(ServerOpts::default()).await;
     // The admin is configured by API-key identity; a certificate derived from the key is admin.
-    let me = send(&s.admin_client(), "GET", &s.url("/v1/identity/self/describe"), None).await.json();
+    let me = send(
+        &s.admin_client(),
+        "GET",
+        &s.url("/v1/identity/self/describe"),
+        None,
+    )
+    .await
+    .json();
     assert_eq!(me["identity"], s.admin.identity());
     assert_eq!(me["admin"], true);
     // A fresh certificate from the same key (new serial and validity) is the same identity.
-    let me2 = send(&s.admin_client(), "GET", &s.url("/v1/identity/self/describe"), None).await.json();
+    let me2 = send(
+        &s.admin_client(),
+        "GET",
+        &s.url("/v1/identity/self/describe"),
+        None,
+    )
+    .await
+    .json();
     assert_eq!(me2["identity"], me["identity"]);
 }
 
@@ -147,14 +195,23 @@ async fn more_than_one_leaf_and_ca_in_chain() {
     let other = kes_tls::certgen::api_key_certificate(&ApiKey::generate()).unwrap();
     // leaf + CA: the CA is ignored, the identity is the leaf's.
     let with_ca = ClientCert {
-        certs: vec![CertificateDer::from(a.cert_der.clone()), CertificateDer::from(s.ca.ca_der())],
+        certs: vec![
+            CertificateDer::from(a.cert_der.clone()),
+            CertificateDer::from(s.ca.ca_der()),
+        ],
         key_der: a.key_der.to_vec(),
     };
     let c = s.client(Some(&with_ca), Proto::Any);
-    assert_eq!(send(&c, "GET", &s.url("/v1/status"), None).await.status, 200);
+    assert_eq!(
+        send(&c, "GET", &s.url("/v1/status"), None).await.status,
+        200
+    );
     // two leaves: KES's 400.
     let two = ClientCert {
-        certs: vec![CertificateDer::from(a.cert_der.clone()), CertificateDer::from(other.cert_der.clone())],
+        certs: vec![
+            CertificateDer::from(a.cert_der.clone()),
+            CertificateDer::from(other.cert_der.clone()),
+        ],
         key_der: a.key_der.to_vec(),
     };
     let c = s.client(Some(&two), Proto::Any);
@@ -165,7 +222,11 @@ async fn more_than_one_leaf_and_ca_in_chain() {
 
 #[tokio::test]
 async fn tls_auth_on_verifies_chains() {
-    let s = TestServer::start(ServerOpts { verify_clients: true, ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        verify_clients: true,
+        ..Default::default()
+    })
+    .await;
     // A self-signed API-key certificate does not chain to tls.ca: the handshake fails.
     let c = s.admin_client();
     assert!(c.get(s.url("/v1/status")).send().await.is_err());
@@ -182,22 +243,46 @@ async fn tls_auth_on_verifies_chains() {
 #[tokio::test]
 async fn skip_auth_makes_certificates_optional() {
     let extra = "api:\n  /v1/status:\n    skip_auth: true\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n";
-    let s = TestServer::start(ServerOpts { extra_yaml: extra.into(), ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        extra_yaml: extra.into(),
+        ..Default::default()
+    })
+    .await;
     let anon = s.client(None, Proto::Any);
-    assert_eq!(send(&anon, "GET", &s.url("/v1/status"), None).await.status, 200);
-    assert_eq!(send(&anon, "GET", &s.url("/v1/ready"), None).await.status, 200);
-    assert_eq!(send(&anon, "GET", &s.url("/version"), None).await.status, 200);
+    assert_eq!(
+        send(&anon, "GET", &s.url("/v1/status"), None).await.status,
+        200
+    );
+    assert_eq!(
+        send(&anon, "GET", &s.url("/v1/ready"), None).await.status,
+        200
+    );
+    assert_eq!(
+        send(&anon, "GET", &s.url("/version"), None).await.status,
+        200
+    );
     send(&anon, "PUT", &s.url("/v1/key/create/x"), None)
         .await
         .assert_error(400, "tls: client certificate is required");
-    let api = send(&s.admin_client(), "GET", &s.url("/v1/api"), None).await.json();
-    let ready = api.as_array().unwrap().iter().find(|r| r["path"] == "/v1/ready").unwrap();
+    let api = send(&s.admin_client(), "GET", &s.url("/v1/api"), None)
+        .await
+        .json();
+    let ready = api
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/v1/ready")
+        .unwrap();
     assert_eq!(ready["timeout"], 3);
 }
 
 #[tokio::test]
 async fn tls12_and_tls13() {
-    let s = TestServer::start(ServerOpts { key_kind: KeyKind::Ed25519, ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        key_kind: KeyKind::Ed25519,
+        ..Default::default()
+    })
+    .await;
     let cert = ClientCert::from_api_key(&s.admin);
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let mut roots = rustls::RootCertStore::empty();
@@ -236,9 +321,13 @@ async fn slow_handshakes_do_not_block_others() {
 async fn certificates_reload() {
     let s = TestServer::start(ServerOpts::default()).await;
     let before = server_cert_der(&s).await;
-    let fresh = s
-        .ca
-        .issue("localhost", &["localhost".into()], &[IpAddr::V4(Ipv4Addr::LOCALHOST)], KeyKind::EcdsaP256)
+    let fresh =
+        s.ca.issue(
+            "localhost",
+            &["localhost".into()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            KeyKind::EcdsaP256,
+        )
         .unwrap();
     write(&s.dir.path().join("server.cert"), &fresh.cert_pem);
     write(&s.dir.path().join("server.key"), fresh.key_pem.as_bytes());
@@ -249,7 +338,11 @@ async fn certificates_reload() {
 }
 
 async fn server_cert_der(s: &TestServer) -> Vec<u8> {
-    let cfg = client_tls(&s.ca, Some(&ClientCert::from_api_key(&s.admin)), Proto::Http1);
+    let cfg = client_tls(
+        &s.ca,
+        Some(&ClientCert::from_api_key(&s.admin)),
+        Proto::Http1,
+    );
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();

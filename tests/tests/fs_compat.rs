@@ -25,16 +25,24 @@ async fn kes_directory_and_independent_ciphertexts() {
     let cts = v["ciphertexts"].as_array().unwrap();
     for (i, c) in cts.iter().enumerate() {
         let key = hex::decode(c["key"].as_str().unwrap()).unwrap();
-        let file = json!({"bytes": b64(&key), "algorithm": legacy_algorithm(c["kind"].as_str().unwrap())});
+        let file =
+            json!({"bytes": b64(&key), "algorithm": legacy_algorithm(c["kind"].as_str().unwrap())});
         write(&dir.path().join(format!("ct-{i:03}")), file.to_string());
     }
     // Stored KeyVersions exactly as the independent encoder wrote them.
     let kvs = v["key_versions"].as_array().unwrap();
     for (i, k) in kvs.iter().enumerate() {
-        write(&dir.path().join(format!("kv-{i:03}")), k["stored"].as_str().unwrap());
+        write(
+            &dir.path().join(format!("kv-{i:03}")),
+            k["stored"].as_str().unwrap(),
+        );
     }
 
-    let s = TestServer::start(ServerOpts { fs_dir: Some(dir.path().to_owned()), ..Default::default() }).await;
+    let s = TestServer::start(ServerOpts {
+        fs_dir: Some(dir.path().to_owned()),
+        ..Default::default()
+    })
+    .await;
     let c = s.admin_client();
 
     let mut decrypted = 0;
@@ -43,7 +51,13 @@ async fn kes_directory_and_independent_ciphertexts() {
         let ct = hex::decode(case["ciphertext"].as_str().unwrap()).unwrap();
         let ad = hex::decode(case["associated_data"].as_str().unwrap()).unwrap();
         let body = json!({"ciphertext": b64(&ct), "context": b64(&ad)}).to_string();
-        let a = send(&c, "PUT", &s.url(&format!("/v1/key/decrypt/ct-{i:03}")), Some(body.into_bytes())).await;
+        let a = send(
+            &c,
+            "PUT",
+            &s.url(&format!("/v1/key/decrypt/ct-{i:03}")),
+            Some(body.into_bytes()),
+        )
+        .await;
         if name.starts_with("fail_") {
             a.assert_error(400, "decryption failed: ciphertext is not authentic");
         } else {
@@ -55,13 +69,24 @@ async fn kes_directory_and_independent_ciphertexts() {
     }
     assert!(decrypted >= 30, "too few positive cases: {decrypted}");
     // Legacy JSON keys carry no HMAC key.
-    send(&c, "PUT", &s.url("/v1/key/hmac/ct-000"), Some(br#"{"message":"AA=="}"#.to_vec()))
-        .await
-        .assert_error(409, "key does not support HMAC");
+    send(
+        &c,
+        "PUT",
+        &s.url("/v1/key/hmac/ct-000"),
+        Some(br#"{"message":"AA=="}"#.to_vec()),
+    )
+    .await
+    .assert_error(409, "key does not support HMAC");
 
     for (i, k) in kvs.iter().enumerate() {
         let name = k["name"].as_str().unwrap();
-        let a = send(&c, "GET", &s.url(&format!("/v1/key/describe/kv-{i:03}")), None).await;
+        let a = send(
+            &c,
+            "GET",
+            &s.url(&format!("/v1/key/describe/kv-{i:03}")),
+            None,
+        )
+        .await;
         if !k["ok"].as_bool().unwrap() {
             a.assert_error(502, "failed to read key");
             continue;
@@ -70,7 +95,11 @@ async fn kes_directory_and_independent_ciphertexts() {
         let d = a.json();
         if let Some(kind) = k.get("kind") {
             assert_eq!(&d["algorithm"], kind, "{name}");
-            assert_eq!(d.get("created_by").cloned().unwrap_or(json!("")), k["created_by"], "{name}");
+            assert_eq!(
+                d.get("created_by").cloned().unwrap_or(json!("")),
+                k["created_by"],
+                "{name}"
+            );
             let want = match k["created_at"].as_str() {
                 Some(t) => kes_types::GoTime::parse(t).unwrap(),
                 None => kes_types::GoTime::zero(),
@@ -79,9 +108,18 @@ async fn kes_directory_and_independent_ciphertexts() {
             assert_eq!(got, want, "{name}");
             // Protobuf keys have an HMAC key: HMAC works and matches an HMAC computed here.
             if k["hmac_key"].is_string() {
-                let h = send(&c, "PUT", &s.url(&format!("/v1/key/hmac/kv-{i:03}")), Some(br#"{"message":"aGk="}"#.to_vec())).await;
+                let h = send(
+                    &c,
+                    "PUT",
+                    &s.url(&format!("/v1/key/hmac/kv-{i:03}")),
+                    Some(br#"{"message":"aGk="}"#.to_vec()),
+                )
+                .await;
                 assert_eq!(h.status, 200, "{name}");
-                let hk: [u8; 32] = hex::decode(k["hmac_key"].as_str().unwrap()).unwrap().try_into().unwrap();
+                let hk: [u8; 32] = hex::decode(k["hmac_key"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
                 let want = kes_crypto::HmacKey::new(hk).mac(b"hi");
                 assert_eq!(unb64(&h.json()["hmac"]), want.to_vec(), "{name}");
             }
@@ -89,14 +127,27 @@ async fn kes_directory_and_independent_ciphertexts() {
     }
 
     // Listing sees every file, sorted.
-    let l = send(&c, "GET", &s.url("/v1/key/list/kv-00*"), None).await.json();
+    let l = send(&c, "GET", &s.url("/v1/key/list/kv-00*"), None)
+        .await
+        .json();
     let names: Vec<String> = serde_json::from_value(l["names"].clone()).unwrap();
-    assert_eq!(names, (0..10).map(|i| format!("kv-{i:03}")).collect::<Vec<_>>());
+    assert_eq!(
+        names,
+        (0..10).map(|i| format!("kv-{i:03}")).collect::<Vec<_>>()
+    );
 
     // A key created by the server lands in the same layout, readable by the same decoder.
-    assert_eq!(send(&c, "PUT", &s.url("/v1/key/create/new-key"), None).await.status, 200);
+    assert_eq!(
+        send(&c, "PUT", &s.url("/v1/key/create/new-key"), None)
+            .await
+            .status,
+        200
+    );
     let stored = std::fs::read(dir.path().join("new-key")).unwrap();
     let kv = kes_crypto::KeyVersion::parse(&stored).unwrap();
     assert!(kv.hmac_key.is_some());
-    assert!(stored.iter().all(|b| b.is_ascii_graphic()), "base64 text without newline");
+    assert!(
+        stored.iter().all(|b| b.is_ascii_graphic()),
+        "base64 text without newline"
+    );
 }

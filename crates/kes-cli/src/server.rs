@@ -52,9 +52,8 @@ fn init_logging(hub: &LogHub, level: kes_config::LogLevel) {
         kes_config::LogLevel::Warn => "warn",
         kes_config::LogLevel::Error => "error",
     };
-    let filter = EnvFilter::try_from_env("KES_LOG").unwrap_or_else(|_| {
-        EnvFilter::new(format!("{filter},h2=warn,hyper=warn,rustls=warn"))
-    });
+    let filter = EnvFilter::try_from_env("KES_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{filter},h2=warn,hyper=warn,rustls=warn")));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -67,7 +66,11 @@ fn init_logging(hub: &LogHub, level: kes_config::LogLevel) {
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
     // KES accepts ":7373" meaning every interface.
-    let s = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
     s.parse()
         .with_context(|| format!("invalid --addr '{s}': want IP:PORT"))
 }
@@ -76,7 +79,10 @@ fn local_ips() -> Vec<IpAddr> {
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
         .map(|v| v.into_iter().map(|i| i.ip()).collect())
         .unwrap_or_default();
-    for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
         if !ips.contains(&ip) {
             ips.push(ip);
         }
@@ -86,9 +92,15 @@ fn local_ips() -> Vec<IpAddr> {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let hub = LogHub::new();
-    for (flag, v) in [("--key", &args.key), ("--cert", &args.cert), ("--auth", &args.auth)] {
+    for (flag, v) in [
+        ("--key", &args.key),
+        ("--cert", &args.cert),
+        ("--auth", &args.auth),
+    ] {
         if v.is_some() {
-            eprintln!("warning: '{flag}' is deprecated and ignored; set it in the configuration file");
+            eprintln!(
+                "warning: '{flag}' is deprecated and ignored; set it in the configuration file"
+            );
         }
     }
     let (config, cert, banner) = if args.dev {
@@ -111,7 +123,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             cert_der: cert.cert_der.clone(),
             key_der: cert.key_der.to_vec(),
         };
-        (config, Some(src), Some((api_key, identity, cert.cert_pem.clone())))
+        (
+            config,
+            Some(src),
+            Some((api_key, identity, cert.cert_pem.clone())),
+        )
     } else {
         let Some(path) = &args.config else {
             bail!("no configuration: use --config <file>, or --dev for a development server");
@@ -152,7 +168,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         println!("  export MINIO_KMS_KES_KEY_NAME=minio-default-key");
         match write_dev_cert(&cert_pem, local.port()) {
             Ok(path) => println!("  export MINIO_KMS_KES_CAPATH={}\n", path.display()),
-            Err(e) => println!("  (could not write the server certificate for MINIO_KMS_KES_CAPATH: {e})\n"),
+            Err(e) => println!(
+                "  (could not write the server certificate for MINIO_KMS_KES_CAPATH: {e})\n"
+            ),
         }
     }
     tracing::info!(address = %local, "kes server listening");

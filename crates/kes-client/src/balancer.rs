@@ -367,7 +367,13 @@ mod tests {
                 let mut answers = me.answers.lock();
                 let status = answers
                     .get_mut(&url)
-                    .and_then(|v| if v.len() > 1 { Some(v.remove(0)) } else { v.first().copied() })
+                    .and_then(|v| {
+                        if v.len() > 1 {
+                            Some(v.remove(0))
+                        } else {
+                            v.first().copied()
+                        }
+                    })
                     .unwrap_or(0);
                 std::future::ready(if status == 0 {
                     Err(ClientError::Transport(format!("{url}: connection refused")))

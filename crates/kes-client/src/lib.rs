@@ -23,9 +23,9 @@ pub use error::{parse_error_response, ClientError};
 pub use kes_types;
 pub use kes_types::wire::{
     ApiDescription, AuditEvent, DescribeIdentityResponse, DescribeKeyResponse,
-    DescribePolicyResponse, ErrorEvent, GenerateResponse, ListIdentitiesResponse,
-    ListKeysResponse, ListPoliciesResponse, ReadPolicyResponse, SelfDescribeResponse,
-    StatusResponse, VersionResponse,
+    DescribePolicyResponse, ErrorEvent, GenerateResponse, ListIdentitiesResponse, ListKeysResponse,
+    ListPoliciesResponse, ReadPolicyResponse, SelfDescribeResponse, StatusResponse,
+    VersionResponse,
 };
 pub use stream::{ndjson, EventStream, MAX_EVENT_LEN};
 
@@ -215,7 +215,9 @@ impl ClientBuilder {
                 .unwrap_or(false);
             if !ok {
                 let raw = self.raw_endpoints.get(i).map_or(e.as_str(), |s| s.trim());
-                return Err(ClientError::Config(format!("invalid server endpoint '{raw}'")));
+                return Err(ClientError::Config(format!(
+                    "invalid server endpoint '{raw}'"
+                )));
             }
         }
         let tls = tls::client_config(&self.trust, self.cert.as_ref())?;
@@ -265,7 +267,11 @@ impl Request {
         }
     }
 
-    fn with_json<T: Serialize>(method: Method, path: String, body: &T) -> Result<Self, ClientError> {
+    fn with_json<T: Serialize>(
+        method: Method,
+        path: String,
+        body: &T,
+    ) -> Result<Self, ClientError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| ClientError::Config(format!("failed to encode request: {e}")))?;
         Ok(Self {
@@ -316,7 +322,7 @@ struct ImportBody<'a> {
 /// Whether a failed request may succeed if sent again: the connection failed or broke. TLS
 /// failures are excluded; a certificate does not become valid by asking twice.
 fn is_network_error(e: &reqwest::Error) -> bool {
-    if tls_failure(e) {
+    if find_tls_error(e).is_some() {
         return false;
     }
     if e.is_timeout() || e.is_connect() || e.is_request() {
@@ -332,21 +338,63 @@ fn is_network_error(e: &reqwest::Error) -> bool {
     false
 }
 
-fn tls_failure(e: &reqwest::Error) -> bool {
-    let mut src = e.source();
-    while let Some(s) = src {
-        if s.is::<rustls::Error>() {
-            return true;
-        }
-        // io::Error::source skips its payload, so the rustls error inside must be fetched.
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
-                return true;
-            }
-        }
-        src = s.source();
+/// The rustls error behind a failed request, if the handshake failed.
+fn find_tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    e.source().and_then(find_tls_in)
+}
+
+fn find_tls_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
     }
-    false
+    // io::Error::source skips its payload, so a rustls error wrapped in an io::Error (possibly
+    // more than once) must be fetched with get_ref.
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        let inner: &(dyn std::error::Error + 'static) = inner;
+        if let Some(tls) = find_tls_in(inner) {
+            return Some(tls);
+        }
+    }
+    e.source().and_then(find_tls_in)
+}
+
+/// A handshake failure in words a user can act on; rustls's own texts carry ASN.1 OIDs.
+fn describe_tls_error(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "the server certificate has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the server certificate is not valid yet".into()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "the server certificate is not valid for this host name".into()
+            }
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "the server certificate is not meant for TLS servers".into()
+            }
+            // webpki reports an unknown issuer as a signature mismatch when some root has the
+            // issuer's name but another key type; either way, no trusted CA vouches for it.
+            C::UnknownIssuer
+            | C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                "the server certificate is not trusted (unknown issuer)".into()
+            }
+            other => {
+                let name = format!("{other:?}");
+                let short = name.split([' ', '{', '(']).next().unwrap_or_default();
+                format!("invalid server certificate: {short}")
+            }
+        },
+        rustls::Error::AlertReceived(alert) => {
+            format!("the server aborted the TLS handshake ({alert:?})")
+        }
+        other => format!("TLS handshake failed: {other}"),
+    }
 }
 
 /// One line naming the endpoint and the innermost cause; reqwest's own text only repeats the
@@ -355,15 +403,13 @@ fn transport_error(endpoint: &str, e: &reqwest::Error) -> ClientError {
     if e.is_timeout() {
         return ClientError::Transport(format!("{endpoint}: request timed out"));
     }
+    if let Some(tls) = find_tls_error(e) {
+        return ClientError::Transport(format!("{endpoint}: {}", describe_tls_error(tls)));
+    }
     let mut cause = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
         cause = s.to_string();
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                cause = inner.to_string();
-            }
-        }
         src = s.source();
     }
     ClientError::Transport(format!("{endpoint}: {cause}"))
@@ -413,7 +459,11 @@ impl Client {
 
     /// Sends to one endpoint, retrying network errors and 503 up to twice after a short random
     /// pause, as kms-go's `retry.Do` does.
-    async fn attempt(&self, endpoint: String, req: &Request) -> Result<reqwest::Response, ClientError> {
+    async fn attempt(
+        &self,
+        endpoint: String,
+        req: &Request,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{endpoint}{}", req.path);
         let mut retries = limits::RETRIES;
         loop {
@@ -450,7 +500,11 @@ impl Client {
         }
     }
 
-    async fn json<T: DeserializeOwned>(&self, req: Request, limit: usize) -> Result<T, ClientError> {
+    async fn json<T: DeserializeOwned>(
+        &self,
+        req: Request,
+        limit: usize,
+    ) -> Result<T, ClientError> {
         let resp = self.send(req).await?;
         let body = read_limited(resp, limit).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::Decode(e.to_string()))
@@ -465,8 +519,11 @@ impl Client {
 
     /// `GET /version`: the server's version and commit. Needs no client certificate.
     pub async fn version(&self) -> Result<VersionResponse, ClientError> {
-        self.json(Request::get("/version".into()), limits::MAX_VERSION_RESPONSE)
-            .await
+        self.json(
+            Request::get("/version".into()),
+            limits::MAX_VERSION_RESPONSE,
+        )
+        .await
     }
 
     /// `GET /v1/status`.
@@ -509,7 +566,12 @@ impl Client {
 
     /// `POST /v1/key/import/{name}` with the raw key bytes and a cipher name (`AES256`,
     /// `ChaCha20`, ...).
-    pub async fn import_key(&self, name: &str, key: &[u8], cipher: &str) -> Result<(), ClientError> {
+    pub async fn import_key(
+        &self,
+        name: &str,
+        key: &[u8],
+        cipher: &str,
+    ) -> Result<(), ClientError> {
         let body = ImportBody {
             key: Bytes64(key.to_vec()),
             cipher,
@@ -587,7 +649,11 @@ impl Client {
 
     /// `POST /v1/key/generate/{name}`: a new data key, in plaintext and sealed with `name`
     /// under the associated data `context`.
-    pub async fn generate_key(&self, name: &str, context: &[u8]) -> Result<GenerateResponse, ClientError> {
+    pub async fn generate_key(
+        &self,
+        name: &str,
+        context: &[u8],
+    ) -> Result<GenerateResponse, ClientError> {
         let body = ContextBody {
             context: Bytes64(context.to_vec()),
         };
@@ -600,7 +666,12 @@ impl Client {
     }
 
     /// `POST /v1/key/encrypt/{name}`: the ciphertext of `plaintext`.
-    pub async fn encrypt(&self, name: &str, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, ClientError> {
+    pub async fn encrypt(
+        &self,
+        name: &str,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
         let body = EncryptBody {
             plaintext: Bytes64(plaintext.to_vec()),
             context: Bytes64(context.to_vec()),
@@ -615,7 +686,12 @@ impl Client {
     }
 
     /// `POST /v1/key/decrypt/{name}`: the plaintext of `ciphertext`.
-    pub async fn decrypt(&self, name: &str, ciphertext: &[u8], context: &[u8]) -> Result<Vec<u8>, ClientError> {
+    pub async fn decrypt(
+        &self,
+        name: &str,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
         let body = DecryptBody {
             ciphertext: Bytes64(ciphertext.to_vec()),
             context: Bytes64(context.to_vec()),
@@ -673,7 +749,10 @@ impl Client {
     }
 
     /// `GET /v1/identity/describe/{identity}`.
-    pub async fn describe_identity(&self, identity: &str) -> Result<DescribeIdentityResponse, ClientError> {
+    pub async fn describe_identity(
+        &self,
+        identity: &str,
+    ) -> Result<DescribeIdentityResponse, ClientError> {
         self.json(
             Request::get(format!("/v1/identity/describe/{}", path_escape(identity))),
             limits::MAX_RESPONSE,
@@ -682,7 +761,10 @@ impl Client {
     }
 
     /// `GET /v1/identity/list/{pattern}`.
-    pub async fn list_identities(&self, pattern: &str) -> Result<ListIdentitiesResponse, ClientError> {
+    pub async fn list_identities(
+        &self,
+        pattern: &str,
+    ) -> Result<ListIdentitiesResponse, ClientError> {
         self.json(
             Request::get(format!("/v1/identity/list/{}", path_escape(pattern))),
             limits::MAX_RESPONSE,
@@ -796,7 +878,9 @@ mod tests {
     fn builder_rejects_bad_setups() {
         let e = Client::builder(Vec::<String>::new()).build().unwrap_err();
         assert!(matches!(e, ClientError::Config(ref m) if m == "no server endpoint"));
-        let e = Client::builder(["https://bad host:7373"]).build().unwrap_err();
+        let e = Client::builder(["https://bad host:7373"])
+            .build()
+            .unwrap_err();
         assert!(matches!(e, ClientError::Config(ref m) if m.contains("bad host")));
         let e = Client::builder(["127.0.0.1:7373"])
             .cert_files("/nonexistent/c.pem", "/nonexistent/k.pem")
@@ -830,15 +914,17 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_endpoint_is_a_transport_error() {
-        // Port 9 on loopback: nothing listens there in the test environment, so the connection
-        // is refused immediately; the client retries twice and then reports the endpoint.
-        let c = Client::builder(["127.0.0.1:9"])
-            .insecure(true)
-            .build()
-            .unwrap();
+        // A port that was just free: the connection is refused at once, the client retries
+        // twice and then reports the endpoint.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let c = Client::builder([&endpoint]).insecure(true).build().unwrap();
         let e = c.version().await.unwrap_err();
         match e {
-            ClientError::Transport(m) => assert!(m.starts_with("https://127.0.0.1:9: "), "{m}"),
+            ClientError::Transport(m) => assert!(m.starts_with(&format!("{endpoint}: ")), "{m}"),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -56,9 +56,7 @@ where
             }
             if st.buf.len() > MAX_EVENT_LEN {
                 st.done = true;
-                let err = ClientError::Decode(format!(
-                    "event longer than {MAX_EVENT_LEN} bytes"
-                ));
+                let err = ClientError::Decode(format!("event longer than {MAX_EVENT_LEN} bytes"));
                 return Some((Err(err), st));
             }
             match st.body.next().await {
@@ -78,7 +76,10 @@ fn decode_line<T: DeserializeOwned>(line: &[u8]) -> Option<Result<T, ClientError
     if line.is_empty() {
         return None;
     }
-    Some(serde_json::from_slice(line).map_err(|e| ClientError::Decode(format!("invalid event: {e}"))))
+    Some(
+        serde_json::from_slice(line)
+            .map_err(|e| ClientError::Decode(format!("invalid event: {e}"))),
+    )
 }
 
 #[cfg(test)]

@@ -121,7 +121,10 @@ fn client_cert(
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ClientError> {
     match cert {
         ClientCert::Der { chain, key } => {
-            let chain = chain.iter().map(|c| CertificateDer::from(c.clone())).collect();
+            let chain = chain
+                .iter()
+                .map(|c| CertificateDer::from(c.clone()))
+                .collect();
             let key = PrivateKeyDer::try_from(key.to_vec())
                 .map_err(|e| config_err(format!("invalid client private key: {e}")))?;
             Ok((chain, key))

@@ -117,7 +117,11 @@ pub async fn handle(
             } else {
                 serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?
             };
-            let cipher = if req.cipher.is_empty() { "AES256" } else { req.cipher.as_str() };
+            let cipher = if req.cipher.is_empty() {
+                "AES256"
+            } else {
+                req.cipher.as_str()
+            };
             let kind = KeyType::parse_cipher(cipher)
                 .ok_or_else(|| ApiError::UnsupportedAlgorithm(cipher.to_owned()))?;
             let key = Zeroizing::new(req.key.0);
@@ -265,7 +269,9 @@ pub async fn handle(
                     created_by: String::new(),
                 }));
             }
-            let p = access.policy_of(resource).ok_or(ApiError::IdentityNotFound)?;
+            let p = access
+                .policy_of(resource)
+                .ok_or(ApiError::IdentityNotFound)?;
             Ok(json(&DescribeIdentityResponse {
                 policy: p.name.clone(),
                 admin: false,
@@ -338,7 +344,9 @@ fn stream(rx: tokio::sync::broadcast::Receiver<std::sync::Arc<[u8]>>) -> Respons
     let s = unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(line) => return Some((Ok::<_, std::io::Error>(Bytes::copy_from_slice(&line)), rx)),
+                Ok(line) => {
+                    return Some((Ok::<_, std::io::Error>(Bytes::copy_from_slice(&line)), rx))
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }

@@ -55,10 +55,7 @@ pub enum ApiError {
     #[error("more than one client certificate")]
     ManyCerts,
     #[error("method not allowed")]
-    MethodNotAllowed {
-        got: String,
-        want: &'static str,
-    },
+    MethodNotAllowed { got: String, want: &'static str },
     #[error("unsupported algorithm")]
     UnsupportedAlgorithm(String),
     #[error("invalid key size")]
@@ -154,7 +151,10 @@ pub fn error_response(err: &KesError) -> Response {
     let mut resp = Response::new(Body::from(body.clone()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     resp
 }
@@ -171,7 +171,10 @@ impl IntoResponse for ApiError {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
-                h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+                h.insert(
+                    "x-content-type-options",
+                    HeaderValue::from_static("nosniff"),
+                );
                 resp
             }
             Self::MethodNotAllowed { want, .. } => {

@@ -143,9 +143,9 @@ pub fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, ServerEr
         KeystoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
         KeystoreConfig::Fs { path } => Ok(Arc::new(FsStore::open(path.clone())?)),
         KeystoreConfig::Vault(_) => Err(ServerError::UnsupportedKeystore("vault".into())),
-        KeystoreConfig::AwsSecretsManager(_) => {
-            Err(ServerError::UnsupportedKeystore("aws.secretsmanager".into()))
-        }
+        KeystoreConfig::AwsSecretsManager(_) => Err(ServerError::UnsupportedKeystore(
+            "aws.secretsmanager".into(),
+        )),
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
     }
 }
@@ -211,7 +211,7 @@ impl Server {
         let app = App {
             routes,
             access: ArcSwap::from_pointee(access_from_config(cfg)?),
-            keys: Keys::new(store, cfg.cache.clone()),
+            keys: Keys::new(store, cfg.cache),
             metrics: Metrics::default(),
             logs,
             started: GoTime::now_utc(),
@@ -251,7 +251,8 @@ impl Server {
     /// Creates the configuration's `keys:` that do not exist yet.
     pub async fn create_configured_keys(&self) -> Result<(), ServerError> {
         for name in &self.keys_to_create {
-            let version = kes_crypto::KeyVersion::generate(self.app.key_type, self.app.access.load().admin());
+            let version =
+                kes_crypto::KeyVersion::generate(self.app.key_type, self.app.access.load().admin());
             match self.app.keys.create(name, &version).await {
                 Ok(()) => tracing::info!(key = %name, "created configured key"),
                 Err(ApiError::KeyExists) => {}
@@ -267,9 +268,14 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` fires.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServerError> {
         self.create_configured_keys().await?;
-        let maintenance = tokio::spawn(Arc::clone(&self.app.keys).run_maintenance(shutdown.child_token()));
+        let maintenance =
+            tokio::spawn(Arc::clone(&self.app.keys).run_maintenance(shutdown.child_token()));
         let app = Arc::clone(&self.app);
         let cancel = shutdown.clone();
         kes_tls::serve_tls(
@@ -371,7 +377,9 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
             },
         };
         let n = app.logs.audit(&event);
-        app.metrics.audit_events.fetch_add(n as u64, Ordering::Relaxed);
+        app.metrics
+            .audit_events
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
     response
 }
@@ -412,7 +420,14 @@ async fn process(
         }
     };
 
-    let work = api::handle(app, route.id, Caller { identity }, resource, query.as_deref(), body);
+    let work = api::handle(
+        app,
+        route.id,
+        Caller { identity },
+        resource,
+        query.as_deref(),
+        body,
+    );
     if route.timeout.is_zero() {
         work.await
     } else {

@@ -5,8 +5,8 @@
 //! every key operation (who, which route and key, outcome, latency) and never key material: the
 //! event holds only the path, the caller's identity and the status.
 
-use kes_types::wire::{AuditEvent, ErrorEvent};
 use kes_types::to_go_json_line;
+use kes_types::wire::{AuditEvent, ErrorEvent};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

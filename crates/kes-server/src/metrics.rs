@@ -132,15 +132,50 @@ impl Metrics {
             self.audit_events.load(Ordering::Relaxed),
         );
         let up = (self.uptime().as_millis() / 10) as f64 / 100.0;
-        gauge(&mut out, "kes_system_up_time", "The time the server has been up and running in seconds.", up);
+        gauge(
+            &mut out,
+            "kes_system_up_time",
+            "The time the server has been up and running in seconds.",
+            up,
+        );
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        gauge(&mut out, "kes_system_num_cpu", "The number of logical CPUs available on the system.", cpus);
-        gauge(&mut out, "kes_system_num_cpu_used", "The number of logical CPUs usable by the server.", cpus);
+        gauge(
+            &mut out,
+            "kes_system_num_cpu",
+            "The number of logical CPUs available on the system.",
+            cpus,
+        );
+        gauge(
+            &mut out,
+            "kes_system_num_cpu_used",
+            "The number of logical CPUs usable by the server.",
+            cpus,
+        );
         let proc = ProcStats::read();
-        gauge(&mut out, "kes_system_num_threads", "The number of concurrent threads.", proc.threads as f64);
-        gauge(&mut out, "kes_system_mem_heap_used", "The number of bytes currently allocated on the heap.", proc.resident as f64);
-        gauge(&mut out, "kes_system_mem_heap_objects", "The number of objects currently allocated on the heap.", 0.0);
-        gauge(&mut out, "kes_system_mem_stack_used", "The number of bytes currently used on the stack.", proc.stack as f64);
+        gauge(
+            &mut out,
+            "kes_system_num_threads",
+            "The number of concurrent threads.",
+            proc.threads as f64,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_heap_used",
+            "The number of bytes currently allocated on the heap.",
+            proc.resident as f64,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_heap_objects",
+            "The number of objects currently allocated on the heap.",
+            0.0,
+        );
+        gauge(
+            &mut out,
+            "kes_system_mem_stack_used",
+            "The number of bytes currently used on the stack.",
+            proc.stack as f64,
+        );
         out
     }
 }
@@ -150,7 +185,10 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
 }
 
 fn counter(out: &mut String, name: &str, help: &str, v: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
 }
 
 /// Process figures from `/proc/self/status` (zero where unavailable).
@@ -193,7 +231,10 @@ mod tests {
     fn families_have_one_series_except_request_counters() {
         let m = Metrics::default();
         let text = m.render();
-        assert!(!text.contains("kes_http_request_success"), "no series before first observation");
+        assert!(
+            !text.contains("kes_http_request_success"),
+            "no series before first observation"
+        );
         m.observe(200, Duration::from_millis(3));
         m.observe(404, Duration::from_millis(30));
         m.observe(502, Duration::from_secs(2));

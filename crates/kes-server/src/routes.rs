@@ -106,21 +106,91 @@ fn default_routes() -> Vec<Route> {
         r(Metrics, "GET", "/v1/metrics", 0, 15, Auth::Verify),
         r(Api, "GET", "/v1/api", 0, 10, Auth::Verify),
         r(KeyCreate, "PUT", "/v1/key/create/", 0, 15, Auth::Verify),
-        r(KeyImport, "PUT", "/v1/key/import/", MAX_CRYPTO_BODY, 15, Auth::Verify),
+        r(
+            KeyImport,
+            "PUT",
+            "/v1/key/import/",
+            MAX_CRYPTO_BODY,
+            15,
+            Auth::Verify,
+        ),
         r(KeyDescribe, "GET", "/v1/key/describe/", 0, 15, Auth::Verify),
         r(KeyList, "GET", "/v1/key/list/", 0, 15, Auth::Verify),
         r(KeyDelete, "DELETE", "/v1/key/delete/", 0, 15, Auth::Verify),
-        r(KeyGenerate, "PUT", "/v1/key/generate/", MAX_CRYPTO_BODY, 15, Auth::Verify),
-        r(KeyEncrypt, "PUT", "/v1/key/encrypt/", MAX_CRYPTO_BODY, 15, Auth::Verify),
-        r(KeyDecrypt, "PUT", "/v1/key/decrypt/", MAX_CRYPTO_BODY, 15, Auth::Verify),
-        r(KeyHmac, "PUT", "/v1/key/hmac/", MAX_CRYPTO_BODY, 15, Auth::Verify),
-        r(KeyBulkDecrypt, "PUT", "/v1/key/bulk/decrypt/", MAX_BULK_BODY, 15, Auth::Verify),
-        r(PolicyDescribe, "GET", "/v1/policy/describe/", 0, 15, Auth::Verify),
+        r(
+            KeyGenerate,
+            "PUT",
+            "/v1/key/generate/",
+            MAX_CRYPTO_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            KeyEncrypt,
+            "PUT",
+            "/v1/key/encrypt/",
+            MAX_CRYPTO_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            KeyDecrypt,
+            "PUT",
+            "/v1/key/decrypt/",
+            MAX_CRYPTO_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            KeyHmac,
+            "PUT",
+            "/v1/key/hmac/",
+            MAX_CRYPTO_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            KeyBulkDecrypt,
+            "PUT",
+            "/v1/key/bulk/decrypt/",
+            MAX_BULK_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            PolicyDescribe,
+            "GET",
+            "/v1/policy/describe/",
+            0,
+            15,
+            Auth::Verify,
+        ),
         r(PolicyRead, "GET", "/v1/policy/read/", 0, 15, Auth::Verify),
         r(PolicyList, "GET", "/v1/policy/list/", 0, 15, Auth::Verify),
-        r(IdentityDescribe, "GET", "/v1/identity/describe/", 0, 15, Auth::Verify),
-        r(IdentityList, "GET", "/v1/identity/list/", 0, 15, Auth::Verify),
-        r(SelfDescribe, "GET", "/v1/identity/self/describe", 0, 15, Auth::IdentifyOnly),
+        r(
+            IdentityDescribe,
+            "GET",
+            "/v1/identity/describe/",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            IdentityList,
+            "GET",
+            "/v1/identity/list/",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            SelfDescribe,
+            "GET",
+            "/v1/identity/self/describe",
+            0,
+            15,
+            Auth::IdentifyOnly,
+        ),
         r(LogError, "GET", "/v1/log/error", 0, 0, Auth::Verify),
         r(LogAudit, "GET", "/v1/log/audit", 0, 0, Auth::Verify),
     ]
@@ -253,14 +323,26 @@ mod tests {
             Match::Route { route, resource } => Some((route.id, resource.to_string())),
             _ => None,
         };
-        assert_eq!(id("/v1/key/create/k"), Some((RouteId::KeyCreate, "k".into())));
+        assert_eq!(
+            id("/v1/key/create/k"),
+            Some((RouteId::KeyCreate, "k".into()))
+        );
         assert_eq!(id("/v1/key/list"), Some((RouteId::KeyList, "".into())));
         assert_eq!(id("/v1/key/list/*"), Some((RouteId::KeyList, "*".into())));
-        assert_eq!(id("/v1/key/bulk/decrypt/k"), Some((RouteId::KeyBulkDecrypt, "k".into())));
-        assert_eq!(id("/v1/identity/self/describe"), Some((RouteId::SelfDescribe, "".into())));
+        assert_eq!(
+            id("/v1/key/bulk/decrypt/k"),
+            Some((RouteId::KeyBulkDecrypt, "k".into()))
+        );
+        assert_eq!(
+            id("/v1/identity/self/describe"),
+            Some((RouteId::SelfDescribe, "".into()))
+        );
         assert_eq!(id("/v1/status"), Some((RouteId::Status, "".into())));
         assert_eq!(id("/v1/status/"), None);
-        assert_eq!(id("/v1/key/create/a/b"), Some((RouteId::KeyCreate, "a/b".into())));
+        assert_eq!(
+            id("/v1/key/create/a/b"),
+            Some((RouteId::KeyCreate, "a/b".into()))
+        );
         assert!(matches!(r.find("/nope"), Match::NotFound));
         assert!(matches!(r.find("/v1//status"), Match::Redirect(p) if p == "/v1/status"));
     }

@@ -279,6 +279,22 @@ impl TestCa {
         Ok(CertifiedKey::new(&cert, &key_pair))
     }
 
+    /// Issues a leaf certificate for a caller-supplied PKCS#8 key (RSA keys, which rcgen cannot
+    /// generate, come from elsewhere).
+    pub fn issue_with_key_der(
+        &self,
+        cn: &str,
+        pkcs8_der: &[u8],
+    ) -> Result<CertifiedKey, CertGenError> {
+        let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8_der.to_vec());
+        let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
+            .or_else(|_| KeyPair::try_from(pkcs8_der))?;
+        let mut params = leaf_params(cn, &[], &[], TEST_CERT_VALIDITY, true)?;
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key_pair, &self.cert, &self.key)?;
+        Ok(CertifiedKey::new(&cert, &key_pair))
+    }
+
     /// The CA certificate as PEM, for `tls.ca` files and client root stores.
     pub fn ca_pem(&self) -> String {
         self.cert.pem()
@@ -294,9 +310,9 @@ impl TestCa {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
     use rustls::client::danger::ServerCertVerifier;
     use rustls_pki_types::{ServerName, UnixTime};
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
     use x509_parser::prelude::*;
 
     fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -312,7 +328,10 @@ mod tests {
         let spki_identity = kes_crypto::identity_of_spki(cert.tbs_certificate.subject_pki.raw);
         assert_eq!(spki_identity, key.identity());
         assert_eq!(ck.identity().unwrap(), key.identity());
-        assert_eq!(pem_certificate_identity(&ck.cert_pem).unwrap(), key.identity());
+        assert_eq!(
+            pem_certificate_identity(&ck.cert_pem).unwrap(),
+            key.identity()
+        );
 
         let cn: Vec<_> = cert.subject().iter_common_name().collect();
         assert_eq!(cn.len(), 1);
@@ -448,7 +467,10 @@ mod tests {
                 )
                 .unwrap();
             let has_aki = cert.extensions().iter().any(|e| {
-                matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_))
+                matches!(
+                    e.parsed_extension(),
+                    ParsedExtension::AuthorityKeyIdentifier(_)
+                )
             });
             assert!(has_aki);
         }

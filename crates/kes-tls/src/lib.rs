@@ -16,7 +16,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,10 +61,7 @@ pub enum CertSource {
         password: Option<String>,
     },
     /// Generated in memory (`kes server --dev`, tests).
-    Memory {
-        cert_der: Vec<u8>,
-        key_der: Vec<u8>,
-    },
+    Memory { cert_der: Vec<u8>, key_der: Vec<u8> },
 }
 
 /// How client certificates are treated.
@@ -315,8 +314,10 @@ impl ServerTlsSource {
                 if let Some(ca) = &self.ca {
                     add_ca(&mut roots, ca)?;
                 }
-                let builder =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider));
+                let builder = WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    Arc::clone(&provider),
+                );
                 let builder = if self.client_cert_optional {
                     builder.allow_unauthenticated()
                 } else {
@@ -362,7 +363,9 @@ pub fn identify(certs: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
         if found.is_some() {
             return PeerIdentity::Many;
         }
-        found = Some(kes_crypto::identity_of_spki(parsed.tbs_certificate.subject_pki.raw));
+        found = Some(kes_crypto::identity_of_spki(
+            parsed.tbs_certificate.subject_pki.raw,
+        ));
     }
     found.map_or(PeerIdentity::Missing, PeerIdentity::Identity)
 }
