@@ -306,3 +306,74 @@ pub fn b64(data: &[u8]) -> String {
 pub fn unb64(s: &serde_json::Value) -> Vec<u8> {
     kes_types::b64::decode(s.as_str().unwrap()).unwrap()
 }
+
+/// The `kes` binary, built once per test process so tests never run a stale one.
+pub fn kes_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "kes-cli", "--bin", "kes"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the kes binary failed");
+        // tests run from target/<profile>/deps/<test>; the binary is in target/<profile>.
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("kes")
+    })
+    .clone()
+}
+
+/// A `kes` child process that is killed when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Child {
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits up to `secs` for the process to exit.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A free loopback port (bound and released; good enough for tests on loopback).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until a TCP connection to `addr` succeeds.
+pub fn wait_listening(addr: SocketAddr, secs: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr}");
+}

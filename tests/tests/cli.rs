@@ -1,0 +1,335 @@
+//! The `kes` binary as a user runs it: `kes server --dev` followed by the client commands the
+//! README shows, `kes server --config` with SIGHUP and SIGTERM, and configuration errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kes_tests::*;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+struct Dev {
+    server: Child,
+    endpoint: String,
+    api_key: String,
+}
+
+fn start_dev() -> Dev {
+    let port = free_port();
+    let mut child = Command::new(kes_bin())
+        .args(["server", "--dev", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Child(child);
+    let mut endpoint = String::new();
+    let mut api_key = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("Endpoint"), Some(e), _) => endpoint = e.to_owned(),
+            (Some("API"), Some("key"), Some(k)) => api_key = k.to_owned(),
+            (Some("export"), Some(v), _) if v.starts_with("MINIO_KMS_KES_CAPATH=") => break,
+            _ => {}
+        }
+    }
+    assert!(
+        endpoint.starts_with("https://127.0.0.1:"),
+        "banner shows the endpoint"
+    );
+    assert!(api_key.starts_with("kes:v1:"), "banner shows the API key");
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), 10);
+    Dev {
+        server,
+        endpoint,
+        api_key,
+    }
+}
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn kes(dev: &Dev, args: &[&str]) -> Out {
+    let out = Command::new(kes_bin())
+        .args(args)
+        .arg("-k")
+        .env("KES_SERVER", &dev.endpoint)
+        .env("KES_API_KEY", &dev.api_key)
+        .env_remove("MINIO_KES_SERVER")
+        .env_remove("MINIO_KES_API_KEY")
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[track_caller]
+fn ok(o: Out) -> String {
+    assert!(o.ok, "command failed: {}", o.stderr);
+    o.stdout
+}
+
+#[test]
+fn dev_server_and_client_commands() {
+    let dev = start_dev();
+
+    ok(kes(&dev, &["key", "create", "my-key", "second-key"]));
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(kes(&dev, &["key", "info", "my-key", "--json"]))).unwrap();
+    assert_eq!(info["name"], "my-key");
+    let ls = ok(kes(&dev, &["key", "ls"]));
+    assert!(ls.contains("my-key") && ls.contains("second-key"), "{ls}");
+    let ls = ok(kes(&dev, &["ls", "sec"]));
+    assert!(ls.contains("second-key") && !ls.contains("my-key"), "{ls}");
+
+    // dek: plaintext and ciphertext; decrypt gives the plaintext back (base64) with the context.
+    let ctx = b64(br#"{"bucket":"bucket/object"}"#);
+    let dek = ok(kes(&dev, &["key", "dek", "my-key", &ctx]));
+    let field = |name: &str| {
+        dek.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {name} in {dek}"))
+    };
+    let (plaintext, ciphertext) = (field("plaintext:"), field("ciphertext:"));
+    let dec = ok(kes(&dev, &["key", "decrypt", "my-key", &ciphertext, &ctx]));
+    assert_eq!(dec.trim(), plaintext);
+    let wrong = kes(&dev, &["key", "decrypt", "my-key", &ciphertext]);
+    assert!(!wrong.ok);
+    assert!(
+        wrong
+            .stderr
+            .contains("decryption failed: ciphertext is not authentic"),
+        "{}",
+        wrong.stderr
+    );
+
+    // encrypt a message and decrypt it.
+    let ct = ok(kes(&dev, &["key", "encrypt", "my-key", "hello world"]));
+    let pt = ok(kes(&dev, &["key", "decrypt", "my-key", ct.trim()]));
+    assert_eq!(pt.trim(), b64(b"hello world"));
+
+    // import, remove, and errors that name the problem.
+    ok(kes(&dev, &["key", "import", "imported", &b64(&[5u8; 32])]));
+    let e = kes(&dev, &["key", "create", "imported"]);
+    assert!(
+        !e.ok && e.stderr.contains("key already exists"),
+        "{}",
+        e.stderr
+    );
+    ok(kes(&dev, &["key", "rm", "my-key"]));
+    let e = kes(&dev, &["key", "info", "my-key"]);
+    assert!(
+        !e.ok && e.stderr.contains("key does not exist"),
+        "{}",
+        e.stderr
+    );
+    let e = kes(&dev, &["key", "create", "bad.name"]);
+    assert!(
+        !e.ok && e.stderr.contains("key name 'bad.name'"),
+        "{}",
+        e.stderr
+    );
+
+    // status, identity, policy listing, metrics.
+    let st = ok(kes(&dev, &["status", "--json"]));
+    assert!(st.contains("\"version\""), "{st}");
+    let me = ok(kes(&dev, &["identity", "info", "--json"]));
+    assert!(me.contains("\"admin\":true"), "{me}");
+    let ids = ok(kes(&dev, &["identity", "ls"]));
+    let of = Command::new(kes_bin())
+        .args(["identity", "of", &dev.api_key])
+        .output()
+        .unwrap();
+    let identity = String::from_utf8_lossy(&of.stdout).into_owned();
+    assert!(ids.contains(identity.trim()), "{ids} / {identity}");
+    ok(kes(&dev, &["policy", "ls"]));
+    let m = ok(kes(&dev, &["metric", "--count", "1"]));
+    assert!(!m.trim().is_empty());
+
+    // The server stops cleanly on SIGTERM.
+    let mut server = dev.server;
+    server.signal("TERM");
+    let st = server.wait_exit(10).expect("server exits on SIGTERM");
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn identity_new_writes_a_usable_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.key");
+    let cert = dir.path().join("client.cert");
+    let out = Command::new(kes_bin())
+        .args([
+            "identity",
+            "new",
+            "--key",
+            key.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--ip",
+            "127.0.0.1",
+            "client",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let of_cert = Command::new(kes_bin())
+        .args(["identity", "of", cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&of_cert.stdout).trim().to_owned();
+    assert_eq!(id.len(), 64, "identity is 64 hex characters: {id}");
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    assert_eq!(
+        kes_tls::certgen::pem_certificate_identity(&pem).unwrap(),
+        id
+    );
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    port: u16,
+    admin: &str,
+    ca: &kes_tls::certgen::TestCa,
+    extra: &str,
+) -> std::path::PathBuf {
+    let cert = ca
+        .issue(
+            "localhost",
+            &["localhost".into()],
+            &["127.0.0.1".parse().unwrap()],
+            kes_tls::certgen::KeyKind::EcdsaP256,
+        )
+        .unwrap();
+    write(&dir.join("server.cert"), &cert.cert_pem);
+    write(&dir.join("server.key"), cert.key_pem.as_bytes());
+    let yaml = format!(
+        "address: 127.0.0.1:{port}\nadmin:\n  identity: ${{KES_TEST_ADMIN}}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nkeystore:\n  fs:\n    path: {d}/keys\nkeys:\n  - name: preset-key\n{extra}",
+        d = dir.display()
+    );
+    let _ = admin;
+    let path = dir.join("config.yaml");
+    write(&path, yaml);
+    path
+}
+
+fn server_cert(port: u16, ca: &kes_tls::certgen::TestCa, admin: &kes_crypto::ApiKey) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = client_tls(ca, Some(&ClientCert::from_api_key(admin)), Proto::Http1);
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    })
+}
+
+#[test]
+fn config_file_server_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kes_tls::certgen::TestCa::new().unwrap();
+    let admin = kes_crypto::ApiKey::generate();
+    let port = free_port();
+    let config = write_config(dir.path(), port, &admin.identity(), &ca, "");
+    let server = Child(
+        Command::new(kes_bin())
+            .args(["server", "--config", config.to_str().unwrap()])
+            .env("KES_TEST_ADMIN", admin.identity())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), 10);
+    // `keys:` were created at start, in the filesystem layout.
+    assert!(dir.path().join("keys/preset-key").exists());
+
+    let before = server_cert(port, &ca, &admin);
+    let fresh = ca
+        .issue(
+            "localhost",
+            &["localhost".into()],
+            &["127.0.0.1".parse().unwrap()],
+            kes_tls::certgen::KeyKind::Ed25519,
+        )
+        .unwrap();
+    write(&dir.path().join("server.cert"), &fresh.cert_pem);
+    write(&dir.path().join("server.key"), fresh.key_pem.as_bytes());
+    assert_eq!(server_cert(port, &ca, &admin), before);
+    server.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if server_cert(port, &ca, &admin) == fresh.cert_der {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificate not reloaded after SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn start_failure(config_text: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    write(&path, config_text);
+    let mut cmd = Command::new(kes_bin());
+    cmd.args(["server", "--config", path.to_str().unwrap()]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "server must refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn configuration_errors_name_the_problem() {
+    let base = "admin:\n  identity: abc\ntls:\n  key: k\n  cert: c\n";
+    let e = start_failure(
+        &format!("{base}keystore:\n  fs:\n    path: /tmp/x\n  memory: {{}}\n"),
+        &[],
+    );
+    assert!(e.contains("more than one keystore"), "{e}");
+    let e = start_failure("admin:\n  identity: ${KES_UNSET_VAR}\ntls:\n  key: k\n  cert: c\nkeystore:\n  memory: {}\n", &[]);
+    assert!(e.contains("KES_UNSET_VAR") && e.contains("line"), "{e}");
+    let e = start_failure(
+        &format!("{base}  auth: maybe\nkeystore:\n  memory: {{}}\n"),
+        &[],
+    );
+    assert!(e.contains("tls.auth"), "{e}");
+    let e = start_failure(
+        &format!("{base}keystore:\n  gcp:\n    secretmanager:\n      project_id: p\n"),
+        &[],
+    );
+    assert!(e.contains("gcp") && e.contains("not supported"), "{e}");
+    let e = start_failure(&format!("{base}keystore:\n  memory: {{}}\n"), &[]);
+    assert!(
+        e.contains("'k'") || e.contains("'c'"),
+        "names the missing certificate file: {e}"
+    );
+}
