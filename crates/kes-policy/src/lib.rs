@@ -61,9 +61,18 @@ pub struct Access {
 /// Why an access configuration is inconsistent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccessError {
-    IdentityInTwoPolicies { identity: String, first: String, second: String },
-    AdminInPolicy { policy: String },
-    UnknownPolicy { identity: String, policy: String },
+    IdentityInTwoPolicies {
+        identity: String,
+        first: String,
+        second: String,
+    },
+    AdminInPolicy {
+        policy: String,
+    },
+    UnknownPolicy {
+        identity: String,
+        policy: String,
+    },
 }
 
 impl std::fmt::Display for AccessError {
@@ -78,10 +87,16 @@ impl std::fmt::Display for AccessError {
                 "identity '{identity}' is assigned to policy '{first}' and to policy '{second}'"
             ),
             Self::AdminInPolicy { policy } => {
-                write!(f, "the admin identity cannot be assigned to policy '{policy}'")
+                write!(
+                    f,
+                    "the admin identity cannot be assigned to policy '{policy}'"
+                )
             }
             Self::UnknownPolicy { identity, policy } => {
-                write!(f, "identity '{identity}' is assigned to unknown policy '{policy}'")
+                write!(
+                    f,
+                    "identity '{identity}' is assigned to unknown policy '{policy}'"
+                )
             }
         }
     }
@@ -207,7 +222,10 @@ mod tests {
         let pol = p(&["/v1/key/create/my*"], &["/v1/key/create/my-key*"]);
         assert!(!pol.verify("/v1/key/create/my-key1"));
         assert!(pol.verify("/v1/key/create/my-minio-key"));
-        assert!(!Policy::default().verify("/v1/status"), "empty policy denies");
+        assert!(
+            !Policy::default().verify("/v1/status"),
+            "empty policy denies"
+        );
     }
 
     #[test]
@@ -227,10 +245,16 @@ mod tests {
         assert!(Access::new("admin", [], [("admin".into(), "x".into())]).is_err());
         let two = Access::new(
             "admin",
-            [("a".into(), Policy::default()), ("b".into(), Policy::default())],
+            [
+                ("a".into(), Policy::default()),
+                ("b".into(), Policy::default()),
+            ],
             [("i".into(), "a".into()), ("i".into(), "b".into())],
         );
-        assert!(matches!(two, Err(AccessError::IdentityInTwoPolicies { .. })));
+        assert!(matches!(
+            two,
+            Err(AccessError::IdentityInTwoPolicies { .. })
+        ));
     }
 
     proptest::proptest! {

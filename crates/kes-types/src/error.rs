@@ -62,13 +62,15 @@ impl KesError {
 
     /// kms-go maps two legacy texts onto the canonical errors; do the same.
     pub fn is_key_exists(&self) -> bool {
-        self.status == 400 && (self.message == msg::KEY_EXISTS || self.message == "key does already exist")
+        self.status == 400
+            && (self.message == msg::KEY_EXISTS || self.message == "key does already exist")
     }
     pub fn is_key_not_found(&self) -> bool {
         self.status == 404 && self.message == msg::KEY_NOT_FOUND
     }
     pub fn is_not_allowed(&self) -> bool {
-        self.status == 403 && (self.message == msg::NOT_ALLOWED || self.message == "prohibited by policy")
+        self.status == 403
+            && (self.message == msg::NOT_ALLOWED || self.message == "prohibited by policy")
     }
 
     /// The error body exactly as KES writes it: `{"message":` + Go-encoded string + `\n}`.

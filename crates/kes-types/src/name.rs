@@ -49,7 +49,17 @@ mod tests {
         for ok in ["a", "my-key", "_-___---_", "A0_z", &"x".repeat(80)] {
             assert!(valid_name(ok), "{ok} should be valid");
         }
-        for bad in ["", "_", "-a", "a-", "my.key", "key/", "ключ", "a b", &"x".repeat(81)] {
+        for bad in [
+            "",
+            "_",
+            "-a",
+            "a-",
+            "my.key",
+            "key/",
+            "ключ",
+            "a b",
+            &"x".repeat(81),
+        ] {
             assert!(!valid_name(bad), "{bad} should be invalid");
         }
     }

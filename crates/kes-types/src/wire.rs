@@ -289,7 +289,8 @@ mod tests {
         let r: DecryptRequest =
             serde_json::from_str(r#"{"ciphertext":"AA==","context":null,"version":null}"#).unwrap();
         assert_eq!(r.ciphertext.0, vec![0]);
-        let r: ImportKeyRequest = serde_json::from_str(r#"{"bytes":"AA==","algorithm":"AES256-GCM_SHA256"}"#).unwrap();
+        let r: ImportKeyRequest =
+            serde_json::from_str(r#"{"bytes":"AA==","algorithm":"AES256-GCM_SHA256"}"#).unwrap();
         assert_eq!(r.cipher, "AES256-GCM_SHA256");
         assert!(serde_json::from_str::<GenerateRequest>(r#"{"context":"@@@"}"#).is_err());
         assert!(serde_json::from_str::<GenerateRequest>(r#"{"context":5}"#).is_err());
