@@ -70,6 +70,7 @@ pub struct TestServer {
     pub cancel: CancellationToken,
     pub handle: tokio::task::JoinHandle<()>,
     reload: Box<dyn Fn() -> Result<(), kes_server::ServerError> + Send + Sync>,
+    pub app: std::sync::Arc<kes_server::App>,
 }
 
 impl Drop for TestServer {
@@ -125,8 +126,11 @@ impl TestServer {
         let config_path = dir.path().join("config.yaml");
         write(&config_path, &yaml);
         let parsed = kes_config::load(&config_path).unwrap();
-        let server = kes_server::Server::new(&parsed.config, None, LogHub::new()).unwrap();
+        let server = kes_server::Server::new(&parsed.config, None, LogHub::new())
+            .await
+            .unwrap();
         let reload = Box::new(server.reloader());
+        let app = std::sync::Arc::clone(server.app());
         let listener = tokio::net::TcpListener::bind(addr.unwrap_or(parsed.config.address))
             .await
             .unwrap();
@@ -136,7 +140,7 @@ impl TestServer {
         let handle = tokio::spawn(async move {
             server.run(listener, c).await.unwrap();
         });
-        Self {
+        let s = Self {
             addr,
             admin,
             ca,
@@ -145,7 +149,21 @@ impl TestServer {
             cancel,
             handle,
             reload,
+            app,
+        };
+        s.wait_ready().await;
+        s
+    }
+
+    /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key).
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        panic!("server at {} never became ready", self.addr);
     }
 
     /// Re-reads the certificate files, as SIGHUP does.

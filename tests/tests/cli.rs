@@ -265,7 +265,11 @@ fn config_file_server_reloads_on_sighup() {
     );
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), 10);
     // `keys:` were created at start, in the filesystem layout.
-    assert!(dir.path().join("keys/preset-key").exists());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !dir.path().join("keys/preset-key").exists() {
+        assert!(std::time::Instant::now() < deadline, "configured key not created");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     let before = server_cert(port, &ca, &admin);
     let fresh = ca

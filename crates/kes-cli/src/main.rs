@@ -4,6 +4,7 @@
 //! written for it keep working. Errors are printed as one line, `Error: <what failed>: <why>`,
 //! with exit code 1; usage errors are reported by the argument parser with exit code 2.
 
+mod cluster;
 mod conn;
 mod identity;
 mod key;
@@ -44,7 +45,12 @@ enum Command {
     },
     /// List keys, identities (-i) or policies (-p)
     Ls(policy::LsArgs),
-    /// Inspect policies
+    /// Operate the cluster: status, membership, leadership, snapshots; run a local cluster
+    Cluster {
+        #[command(subcommand)]
+        cmd: cluster::ClusterCmd,
+    },
+    /// Inspect and change policies
     Policy {
         #[command(subcommand)]
         cmd: policy::PolicyCmd,
@@ -64,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key { cmd } => key::run(cmd).await,
         Command::Ls(args) => policy::ls(args).await,
         Command::Policy { cmd } => policy::run(cmd).await,
+        Command::Cluster { cmd } => cluster::run(cmd).await,
         Command::Status(args) => status::status(args).await,
         Command::Log(args) => status::log(args).await,
         Command::Metric(args) => status::metric(args).await,

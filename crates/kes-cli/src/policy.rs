@@ -14,6 +14,39 @@ pub enum PolicyCmd {
     Show(PolicyName),
     /// List policies
     Ls(PolicyPattern),
+    /// Create or replace a policy on every node (admin)
+    Create(PolicyWriteArgs),
+    /// Assign an identity to a policy (admin)
+    Assign(PolicyAssignArgs),
+    /// Delete a policy and its assignments (admin)
+    Rm(PolicyName),
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyWriteArgs {
+    /// Policy name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// A path pattern to allow, e.g. '/v1/key/generate/my-app*' (repeatable)
+    #[arg(long = "allow", value_name = "PATTERN")]
+    pub allow: Vec<String>,
+    /// A path pattern to deny; deny wins over allow (repeatable)
+    #[arg(long = "deny", value_name = "PATTERN")]
+    pub deny: Vec<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyAssignArgs {
+    /// Policy name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The identity to assign (see `kes identity of`)
+    #[arg(value_name = "IDENTITY")]
+    pub identity: String,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +124,24 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        PolicyCmd::Create(a) => {
+            let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;
+            c.write_policy(&a.name, &a.allow, &a.deny)
+                .await
+                .with_context(|| format!("failed to write policy '{}'", a.name))
+        }
+        PolicyCmd::Assign(a) => {
+            let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;
+            c.assign_policy(&a.name, &a.identity)
+                .await
+                .with_context(|| format!("failed to assign '{}' to policy '{}'", a.identity, a.name))
+        }
+        PolicyCmd::Rm(a) => {
+            let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;
+            c.delete_policy(&a.name)
+                .await
+                .with_context(|| format!("failed to delete policy '{}'", a.name))
         }
         PolicyCmd::Ls(a) => {
             let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;

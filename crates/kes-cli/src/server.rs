@@ -145,7 +145,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         Some(a) => parse_addr(a)?,
         None => config.address,
     };
-    let server = kes_server::Server::new(&config, cert, hub)?;
+    let server = kes_server::Server::new(&config, cert, hub).await?;
     let listener = kes_server::bind(addr).await?;
     let local = listener.local_addr()?;
 

@@ -106,7 +106,7 @@ pub async fn handle(
         KeyCreate => {
             let name = key_name(resource)?;
             let version = KeyVersion::generate(app.key_type, caller.identity);
-            app.keys.create(name, &version).await?;
+            app.cluster.create(name, &version).await?;
             tracing::info!(key = %name, identity = %short(caller.identity), "key created");
             Ok(empty())
         }
@@ -130,13 +130,13 @@ pub async fn handle(
                 .try_into()
                 .map_err(|_| ApiError::InvalidKeySize(cipher.to_owned()))?;
             let version = KeyVersion::import(kind, bytes, caller.identity);
-            app.keys.create(name, &version).await?;
+            app.cluster.create(name, &version).await?;
             tracing::info!(key = %name, identity = %short(caller.identity), "key imported");
             Ok(empty())
         }
         KeyDescribe => {
             let name = key_name(resource)?;
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.describe(name).await?;
             Ok(json(&DescribeKeyResponse {
                 name: name.to_owned(),
                 algorithm: key.version.key.kind().as_str().to_owned(),
@@ -147,7 +147,7 @@ pub async fn handle(
         KeyList => {
             let prefix = pattern(resource)?;
             let continue_at = query_param(query, "continue_at").unwrap_or_default();
-            let page = app.keys.list(prefix, &continue_at).await?;
+            let page = app.cluster.list(prefix, &continue_at).await?;
             Ok(json(&ListKeysResponse {
                 names: page.names,
                 continue_at: page.continue_at,
@@ -155,14 +155,14 @@ pub async fn handle(
         }
         KeyDelete => {
             let name = key_name(resource)?;
-            app.keys.delete(name).await?;
+            app.cluster.delete(name).await?;
             tracing::info!(key = %name, identity = %short(caller.identity), "key deleted");
             Ok(empty())
         }
         KeyGenerate => {
             let name = key_name(resource)?;
             let req: GenerateRequest = decode(&body)?;
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.get(name).await?;
             let mut plaintext = Zeroizing::new([0u8; 32]);
             rand::rngs::OsRng
                 .try_fill_bytes(plaintext.as_mut())
@@ -176,7 +176,7 @@ pub async fn handle(
         KeyEncrypt => {
             let name = key_name(resource)?;
             let req: EncryptRequest = decode(&body)?;
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.get(name).await?;
             let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
             Ok(json(&EncryptResponse {
                 ciphertext: Bytes64(ciphertext),
@@ -185,7 +185,7 @@ pub async fn handle(
         KeyDecrypt => {
             let name = key_name(resource)?;
             let req: DecryptRequest = decode(&body)?;
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.get(name).await?;
             let plaintext = key
                 .version
                 .key
@@ -205,7 +205,7 @@ pub async fn handle(
             if reqs.len() > MAX_BULK_ITEMS {
                 return Err(ApiError::InvalidBody);
             }
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.get(name).await?;
             let mut out = Vec::with_capacity(reqs.len());
             for r in &reqs {
                 let p = key
@@ -222,7 +222,7 @@ pub async fn handle(
         KeyHmac => {
             let name = key_name(resource)?;
             let req: HmacRequest = decode(&body)?;
-            let key = app.keys.get(name).await?;
+            let key = app.cluster.get(name).await?;
             let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
             Ok(json(&HmacResponse {
                 hmac: Bytes64(mac_key.mac(&req.message.0).to_vec()),
@@ -238,7 +238,7 @@ pub async fn handle(
                 return Ok(json(&DescribePolicyResponse {
                     name: p.name.clone(),
                     created_at: app.started,
-                    created_by: access.admin().to_owned(),
+                    created_by: app.admin.clone(),
                 }));
             }
             Ok(json(&ReadPolicyResponse {
@@ -246,7 +246,7 @@ pub async fn handle(
                 allow: rules(&p.policy.allow),
                 deny: rules(&p.policy.deny),
                 created_at: app.started,
-                created_by: access.admin().to_owned(),
+                created_by: app.admin.clone(),
             }))
         }
         PolicyList => {
@@ -276,7 +276,7 @@ pub async fn handle(
                 policy: p.name.clone(),
                 admin: false,
                 created_at: app.started,
-                created_by: access.admin().to_owned(),
+                created_by: app.admin.clone(),
             }))
         }
         IdentityList => {
@@ -306,11 +306,15 @@ pub async fn handle(
                 identity: caller.identity.to_owned(),
                 admin: false,
                 created_at: app.started,
-                created_by: access.admin().to_owned(),
+                created_by: app.admin.clone(),
                 policy: p.name.clone(),
                 allow: rules(&p.policy.allow),
                 deny: rules(&p.policy.deny),
             }))
+        }
+        PolicyWrite | PolicyAssign | PolicyDelete | IdentityDelete | ClusterStatus | ClusterAdd
+        | ClusterRemove | ClusterLeader | ClusterSnapshot | ClusterMetrics => {
+            crate::admin::handle(app, route, resource, body).await
         }
         LogError => Ok(stream(app.logs.subscribe_error())),
         LogAudit => Ok(stream(app.logs.subscribe_audit())),

@@ -70,6 +70,22 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// The node does not have the cluster cache key yet.
+    #[error("node is sealed")]
+    Sealed,
+    /// No leader or no quorum reachable, or this node is cut off from the majority.
+    #[error("cluster unavailable")]
+    ClusterUnavailable,
+    /// The keystore changed but the cluster did not commit the change.
+    #[error("change committed but not replicated")]
+    PartialWrite,
+    #[error("reserved key name")]
+    ReservedName(String),
+    /// Admin-only routes.
+    #[error("admin only")]
+    AdminOnly,
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// An unknown path; answered with Go's plain-text 404, not JSON.
     #[error("page not found")]
     NoRoute,
@@ -139,6 +155,12 @@ impl ApiError {
             Self::NotReachable => e(504, msg::NOT_REACHABLE),
             Self::Unavailable => e(502, msg::UNAVAILABLE),
             Self::Internal(m) => e(500, m),
+            Self::Sealed => e(503, "node is sealed: the cluster cache key is not available yet"),
+            Self::ClusterUnavailable => e(503, "cluster unavailable: no leader or no quorum reachable from this node"),
+            Self::PartialWrite => e(503, "change committed but not replicated"),
+            Self::ReservedName(n) => KesError::new(400, format!("key name '{n}' is reserved")),
+            Self::AdminOnly => e(403, msg::NOT_ALLOWED),
+            Self::BadRequest(m) => KesError::new(400, m.clone()),
             Self::NoRoute => e(404, "404 page not found"),
         }
     }

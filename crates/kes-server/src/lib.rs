@@ -8,16 +8,19 @@
 //! Responses use axum's body and response types; hyper serves HTTP/1.1 and HTTP/2 on each TLS
 //! connection, and the caller's identity is computed once per connection.
 
+pub mod admin;
 pub mod api;
+pub mod cluster;
 pub mod error;
 pub mod keys;
+pub mod local;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
 
 use crate::api::Caller;
 use crate::error::ApiError;
-use crate::keys::Keys;
+use crate::cluster::Cluster;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::routes::{Auth, Match, Routes};
@@ -63,6 +66,8 @@ pub enum ServerError {
     Access(#[from] kes_policy::AccessError),
     #[error("failed to create key '{name}': {message}")]
     CreateKey { name: String, message: String },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("failed to bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -81,7 +86,9 @@ pub struct ConnInfo {
 pub struct App {
     pub routes: Routes,
     pub access: ArcSwap<Access>,
-    pub keys: Arc<Keys>,
+    pub cluster: Arc<Cluster>,
+    /// The local configuration's admin identity (not replicated: each node's file decides).
+    pub admin: String,
     pub metrics: Metrics,
     pub logs: LogHub,
     pub started: GoTime,
@@ -89,14 +96,14 @@ pub struct App {
 }
 
 impl App {
-    /// KES's `/v1/ready`, except that a node that can keep serving cached keys while the
-    /// keystore is down (offline caching on) stays ready.
+    /// `/v1/ready`: this node can serve crypto operations. It has the cluster cache key and is
+    /// in contact with the majority (or within the offline window). The keystore's health is
+    /// not part of it: cached keys are served while the keystore is down.
     async fn ready(&self) -> Result<(), ApiError> {
-        match self.keys.status().await {
-            Ok(_) => Ok(()),
-            Err(_) if !self.keys.expiry().offline.is_zero() && self.keys.cached_len() > 0 => Ok(()),
-            Err(e) if e.is_unavailable() => Err(ApiError::NotReachable),
-            Err(_) => Err(ApiError::Unavailable),
+        match self.cluster.serving() {
+            cluster::Serving::Ok => Ok(()),
+            cluster::Serving::Sealed => Err(ApiError::Sealed),
+            cluster::Serving::CutOff => Err(ApiError::ClusterUnavailable),
         }
     }
 
@@ -114,7 +121,7 @@ impl App {
             mem_stack_used: proc.stack,
             ..Default::default()
         };
-        match self.keys.status().await {
+        match self.cluster.status().await {
             Ok(s) => {
                 st.keystore_latency = Some((s.latency.as_millis() as u64).max(1));
             }
@@ -150,23 +157,72 @@ pub fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, ServerEr
     }
 }
 
-/// Builds the access state from the configuration's policies.
-pub fn access_from_config(cfg: &Config) -> Result<Access, ServerError> {
-    let policies = cfg.policies.iter().map(|(name, p)| {
-        (
-            name.clone(),
+/// The policies and assignments a configuration seeds the cluster state with.
+pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
+    let policies = cfg
+        .policies
+        .iter()
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                kes_state::PolicyDef {
+                    allow: p.allow.clone(),
+                    deny: p.deny.clone(),
+                },
+            )
+        })
+        .collect();
+    let assignments = cfg
+        .policies
+        .iter()
+        .flat_map(|(name, p)| p.identities.iter().map(move |id| (id.clone(), name.clone())))
+        .collect();
+    cluster::Seed {
+        admin: cfg.admin_identity.clone(),
+        policies,
+        assignments,
+    }
+}
+
+/// The access state from the replicated policies, with this node's admin.
+fn access_from_state(admin: &str, s: &kes_state::State) -> Access {
+    let policies = s.policies("").into_iter().filter_map(|name| {
+        let p = s.policy(&name)?;
+        Some((
+            name,
             Policy {
-                allow: p.allow.clone(),
-                deny: p.deny.clone(),
+                allow: p.def.allow.clone(),
+                deny: p.def.deny.clone(),
             },
-        )
+        ))
     });
-    let assignments = cfg.policies.iter().flat_map(|(name, p)| {
-        p.identities
-            .iter()
-            .map(move |id| (id.clone(), name.clone()))
-    });
-    Ok(Access::new(&cfg.admin_identity, policies, assignments)?)
+    let assignments: Vec<(String, String)> = s
+        .identities("")
+        .into_iter()
+        .filter_map(|id| Some((id.clone(), s.assignment(&id)?.to_owned())))
+        .filter(|(id, _)| id != admin)
+        .collect();
+    Access::new(admin, policies, assignments).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "replicated policies are inconsistent; denying all but the admin");
+        Access::new(admin, std::iter::empty(), std::iter::empty()).unwrap_or_default()
+    })
+}
+
+/// Raft timing: heartbeats well inside the contact timeout, elections a few heartbeats later.
+fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
+    let cfg = openraft::Config {
+        cluster_name: "kes".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    };
+    cfg.validate()
+        .map(Arc::new)
+        .map_err(|e| ServerError::Cluster(e.to_string()))
 }
 
 /// A configured server, ready to run.
@@ -175,18 +231,20 @@ pub struct Server {
     tls_source: ServerTlsSource,
     tls: Arc<ArcSwap<rustls::ServerConfig>>,
     keys_to_create: Vec<String>,
+    /// The node-to-node listener's address and TLS, when a `cluster:` section is present.
+    cluster_listen: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
 }
 
 impl Server {
     /// Builds a server from a configuration. `cert` replaces the configuration's `tls.cert` and
     /// `tls.key` (for `--dev`).
-    pub fn new(cfg: &Config, cert: Option<CertSource>, logs: LogHub) -> Result<Self, ServerError> {
+    pub async fn new(cfg: &Config, cert: Option<CertSource>, logs: LogHub) -> Result<Self, ServerError> {
         let store = open_keystore(&cfg.keystore)?;
-        Self::with_store(cfg, cert, logs, store)
+        Self::with_store(cfg, cert, logs, store).await
     }
 
     /// As `new`, with a keystore supplied by the caller.
-    pub fn with_store(
+    pub async fn with_store(
         cfg: &Config,
         cert: Option<CertSource>,
         logs: LogHub,
@@ -208,20 +266,93 @@ impl Server {
         };
         let tls = Arc::new(ArcSwap::new(tls_source.build()?));
         logs.set_audit_stdout(cfg.log.audit != LogLevel::Off);
+        let key_type = KeyType::for_this_cpu();
+
+        let (id, dir, members, peers, cluster_listen) = match &cfg.cluster {
+            Some(c) => {
+                let client = cluster::tls::client_config(&c.tls)?;
+                let server = cluster::tls::server_config(&c.tls)?;
+                (
+                    c.node_id,
+                    Some(c.data_dir.clone()),
+                    c.members.clone(),
+                    Some(cluster::net::Peers::new(client)),
+                    Some((c.address, server)),
+                )
+            }
+            None => {
+                let mut m = std::collections::BTreeMap::new();
+                m.insert(1, String::new());
+                (1, None, m, None, None)
+            }
+        };
+        let opened = match &dir {
+            Some(d) => kes_raft::SledStore::open(d),
+            None => kes_raft::SledStore::open_temporary(),
+        };
+        let (log_store, sm_store) = opened
+            .map_err(|e| ServerError::Cluster(format!("cannot open the data directory: {e}")))?;
+        let state = sm_store.handle();
+        let network = cluster::net::Network {
+            peers: peers.clone().unwrap_or_else(|| {
+                cluster::net::Peers::new(rustls::ClientConfig::builder_with_provider(kes_tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
+                    .unwrap_or_else(|_| {
+                        rustls::ClientConfig::builder()
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth()
+                    }))
+            }),
+        };
+        let raft = kes_raft::types::Raft::new(id, raft_config()?, network, log_store, sm_store)
+            .await
+            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        if !initialized && !members.is_empty() {
+            let nodes: std::collections::BTreeMap<u64, openraft::BasicNode> = members
+                .iter()
+                .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
+                .collect();
+            // Every member calls this with the same set; only an empty log accepts it, so the
+            // group forms whichever nodes come up first.
+            if let Err(e) = raft.initialize(nodes).await {
+                tracing::debug!(error = %e, "raft initialisation skipped");
+            }
+        }
+        let cluster = Cluster::new(
+            id,
+            raft,
+            state,
+            peers,
+            store,
+            cfg.cache.offline,
+            key_type,
+            seed_from_config(cfg),
+        );
         let app = App {
             routes,
-            access: ArcSwap::from_pointee(access_from_config(cfg)?),
-            keys: Keys::new(store, cfg.cache),
+            access: ArcSwap::from_pointee(Access::new(
+                &cfg.admin_identity,
+                std::iter::empty(),
+                std::iter::empty(),
+            )?),
+            cluster,
+            admin: cfg.admin_identity.clone(),
             metrics: Metrics::default(),
             logs,
             started: GoTime::now_utc(),
-            key_type: KeyType::for_this_cpu(),
+            key_type,
         };
         Ok(Self {
             app: Arc::new(app),
             tls_source,
             tls,
             keys_to_create: cfg.keys.clone(),
+            cluster_listen,
         })
     }
 
@@ -231,10 +362,7 @@ impl Server {
 
     /// Re-reads the certificate, key and CA files; new connections use them.
     pub fn reload_tls(&self) -> Result<(), ServerError> {
-        let cfg = self.tls_source.build()?;
-        self.tls.store(cfg);
-        tracing::info!("tls certificates reloaded");
-        Ok(())
+        (self.reloader())()
     }
 
     /// A handle that reloads certificates, for signal handlers.
@@ -248,45 +376,104 @@ impl Server {
         }
     }
 
-    /// Creates the configuration's `keys:` that do not exist yet.
-    pub async fn create_configured_keys(&self) -> Result<(), ServerError> {
-        for name in &self.keys_to_create {
-            let version =
-                kes_crypto::KeyVersion::generate(self.app.key_type, self.app.access.load().admin());
-            match self.app.keys.create(name, &version).await {
-                Ok(()) => tracing::info!(key = %name, "created configured key"),
-                Err(ApiError::KeyExists) => {}
-                Err(e) => {
-                    return Err(ServerError::CreateKey {
-                        name: name.clone(),
-                        message: e.to_kes().message,
-                    })
+    /// Creates the configuration's `keys:` that do not exist yet, once this node leads an
+    /// initialised group (followers leave it to the leader).
+    async fn create_configured_keys(app: Arc<App>, keys: Vec<String>, cancel: CancellationToken) {
+        if keys.is_empty() {
+            return;
+        }
+        loop {
+            let c = &app.cluster;
+            if c.is_leader() && !c.is_sealed() {
+                for name in &keys {
+                    let version = kes_crypto::KeyVersion::generate(app.key_type, &app.admin);
+                    match c.create(name, &version).await {
+                        Ok(()) => tracing::info!(key = %name, "created configured key"),
+                        Err(ApiError::KeyExists) => {}
+                        Err(e) => tracing::error!(key = %name, error = %e.to_kes().message, "failed to create configured key"),
+                    }
                 }
+                return;
+            }
+            if c.leader().is_some() && c.leader() != Some(c.id) && !c.is_sealed() {
+                return;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-        Ok(())
+    }
+
+    /// Keeps the access state in step with the replicated policies.
+    async fn sync_access(app: Arc<App>, cancel: CancellationToken) {
+        let mut rx = app.cluster.state.applied_watch();
+        let mut last: Option<(Vec<String>, Vec<(String, String)>, Vec<(String, kes_state::PolicyDef)>)> = None;
+        loop {
+            let snapshot = app.cluster.state.read(|s| {
+                let names = s.policies("");
+                let defs = names
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), s.policy(n)?.def.clone())))
+                    .collect::<Vec<_>>();
+                let ids = s
+                    .identities("")
+                    .into_iter()
+                    .filter_map(|i| Some((i.clone(), s.assignment(&i)?.to_owned())))
+                    .collect::<Vec<_>>();
+                (names, ids, defs)
+            });
+            if last.as_ref() != Some(&snapshot) {
+                let access = app.cluster.state.read(|s| access_from_state(&app.admin, s));
+                app.access.store(Arc::new(access));
+                last = Some(snapshot);
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
     }
 
     /// Serves on `listener` until `shutdown` fires.
-    pub async fn run(
-        self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> Result<(), ServerError> {
-        self.create_configured_keys().await?;
-        let maintenance =
-            tokio::spawn(Arc::clone(&self.app.keys).run_maintenance(shutdown.child_token()));
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
         let app = Arc::clone(&self.app);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
+        tasks.spawn(Self::sync_access(Arc::clone(&app), shutdown.child_token()));
+        tasks.spawn(Self::create_configured_keys(
+            Arc::clone(&app),
+            self.keys_to_create.clone(),
+            shutdown.child_token(),
+        ));
+        if let Some((addr, tls)) = &self.cluster_listen {
+            let peer_listener = bind(*addr).await?;
+            let app2 = Arc::clone(&app);
+            let cancel = shutdown.child_token();
+            tasks.spawn(kes_tls::serve_tls(
+                peer_listener,
+                Arc::new(ArcSwap::from(Arc::clone(tls))),
+                ListenerLimits::default(),
+                cancel,
+                move |stream, peer| {
+                    cluster::rpc::serve_peer(Arc::clone(&app2), Arc::clone(&app2.cluster), stream, peer)
+                },
+            ));
+        }
         let cancel = shutdown.clone();
+        let app2 = Arc::clone(&app);
         kes_tls::serve_tls(
             listener,
             Arc::clone(&self.tls),
             ListenerLimits::default(),
             shutdown.clone(),
-            move |stream, addr| serve_connection(Arc::clone(&app), stream, addr, cancel.clone()),
+            move |stream, addr| serve_connection(Arc::clone(&app2), stream, addr, cancel.clone()),
         )
         .await;
-        maintenance.abort();
+        tasks.abort_all();
+        if let Err(e) = app.cluster.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
         Ok(())
     }
 }
@@ -392,7 +579,8 @@ async fn process(
     resource: &str,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let method = req.method().as_str();
+    let method = req.method().as_str().to_owned();
+    let method = method.as_str();
     if method != route.method && !(route.method == "PUT" && method == "POST") {
         return Err(ApiError::MethodNotAllowed {
             got: method.to_owned(),
@@ -400,6 +588,11 @@ async fn process(
         });
     }
     let query = req.uri().query().map(str::to_owned);
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let body = read_body(req, route.max_body).await?;
 
     let identity = match route.auth {
@@ -420,6 +613,12 @@ async fn process(
         }
     };
 
+    if route.is_admin_only() && !app.access.load().is_admin(identity) {
+        return Err(ApiError::AdminOnly);
+    }
+    if needs_leader(route.id) && !app.cluster.is_leader() && app.cluster.peers.is_some() {
+        return forward_to_leader(app, method, path_and_query, identity, body).await;
+    }
     let work = api::handle(
         app,
         route.id,
@@ -434,6 +633,88 @@ async fn process(
         tokio::time::timeout(route.timeout, work)
             .await
             .unwrap_or(Err(ApiError::Timeout))
+    }
+}
+
+/// Routes that change the keystore or the replicated state run on the leader.
+fn needs_leader(id: routes::RouteId) -> bool {
+    use routes::RouteId::*;
+    matches!(id, KeyCreate | KeyImport | KeyDelete | ClusterAdd | ClusterRemove)
+}
+
+/// Sends the request to the leader and relays its answer unchanged, so forwarding is invisible
+/// to the client.
+async fn forward_to_leader(
+    app: &App,
+    method: &str,
+    path_and_query: String,
+    identity: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = &app.cluster;
+    let (Some(peers), Some(leader)) = (&c.peers, c.leader()) else {
+        return Err(ApiError::ClusterUnavailable);
+    };
+    let addr = c
+        .members()
+        .into_iter()
+        .find(|(id, _, _)| *id == leader)
+        .map(|(_, a, _)| a)
+        .ok_or(ApiError::ClusterUnavailable)?;
+    let req = cluster::ForwardRequest {
+        method: method.to_owned(),
+        path_and_query,
+        identity: identity.to_owned(),
+        body: body.to_vec(),
+    };
+    // Writes wait for the keystore and a Raft commit on the leader: allow for the route's own
+    // timeout there.
+    let resp: cluster::ForwardResponse = peers
+        .call(leader, &addr, "/cluster/forward", &req, Duration::from_secs(20))
+        .await?;
+    Ok(cluster::rpc::relay(resp))
+}
+
+/// Runs a request forwarded by a peer as the identity the peer authenticated.
+pub async fn forwarded(app: &App, fwd: cluster::ForwardRequest) -> cluster::ForwardResponse {
+    let uri: http::Uri = fwd.path_and_query.parse().unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(uri.path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let response = match app.routes.find(&decoded) {
+        Match::Route { route, resource } if needs_leader(route.id) => {
+            let work = api::handle(
+                app,
+                route.id,
+                Caller {
+                    identity: &fwd.identity,
+                },
+                resource,
+                uri.query(),
+                Bytes::from(fwd.body),
+            );
+            match tokio::time::timeout(route.timeout.max(Duration::from_secs(1)), work).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => e.into_response(),
+                Err(_) => ApiError::Timeout.into_response(),
+            }
+        }
+        _ => ApiError::BadRequest("route cannot be forwarded".into()).into_response(),
+    };
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let body = match response.into_body().collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    cluster::ForwardResponse {
+        status,
+        headers,
+        body,
     }
 }
 

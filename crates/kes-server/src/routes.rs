@@ -13,6 +13,9 @@ use std::time::Duration;
 /// Largest request body of the crypto routes: KES's `1 MB` is 1,000,000 bytes.
 pub const MAX_CRYPTO_BODY: u64 = 1_000_000;
 
+/// Largest body of the admin routes (a policy with many patterns).
+pub const MAX_ADMIN_BODY: u64 = 1 << 20;
+
 /// Most items in one legacy bulk-decrypt request.
 pub const MAX_BULK_ITEMS: usize = 1000;
 
@@ -45,6 +48,16 @@ pub enum RouteId {
     SelfDescribe,
     LogError,
     LogAudit,
+    PolicyWrite,
+    PolicyAssign,
+    PolicyDelete,
+    IdentityDelete,
+    ClusterStatus,
+    ClusterAdd,
+    ClusterRemove,
+    ClusterLeader,
+    ClusterSnapshot,
+    ClusterMetrics,
 }
 
 /// How a route authenticates its caller.
@@ -80,6 +93,15 @@ impl Route {
         self.path.starts_with("/v1/key/")
             || self.path.starts_with("/v1/policy/")
             || self.path.starts_with("/v1/identity/")
+    }
+
+    /// Extensions beyond KES that only the admin identity may call.
+    pub fn is_admin_only(&self) -> bool {
+        self.path.starts_with("/v1/cluster/")
+            || matches!(
+                self.id,
+                RouteId::PolicyWrite | RouteId::PolicyAssign | RouteId::PolicyDelete | RouteId::IdentityDelete
+            )
     }
 
     /// Key routes produce audit events.
@@ -193,6 +215,18 @@ fn default_routes() -> Vec<Route> {
         ),
         r(LogError, "GET", "/v1/log/error", 0, 0, Auth::Verify),
         r(LogAudit, "GET", "/v1/log/audit", 0, 0, Auth::Verify),
+        // Admin-only extensions: policy changes (KES's earlier route names) and cluster
+        // operations.
+        r(PolicyWrite, "PUT", "/v1/policy/write/", MAX_ADMIN_BODY, 15, Auth::Verify),
+        r(PolicyAssign, "PUT", "/v1/policy/assign/", MAX_ADMIN_BODY, 15, Auth::Verify),
+        r(PolicyDelete, "DELETE", "/v1/policy/delete/", 0, 15, Auth::Verify),
+        r(IdentityDelete, "DELETE", "/v1/identity/delete/", 0, 15, Auth::Verify),
+        r(ClusterStatus, "GET", "/v1/cluster/status", 0, 15, Auth::Verify),
+        r(ClusterAdd, "PUT", "/v1/cluster/add/", MAX_ADMIN_BODY, 60, Auth::Verify),
+        r(ClusterRemove, "DELETE", "/v1/cluster/remove/", 0, 60, Auth::Verify),
+        r(ClusterLeader, "PUT", "/v1/cluster/leader/", 0, 15, Auth::Verify),
+        r(ClusterSnapshot, "PUT", "/v1/cluster/snapshot", 0, 60, Auth::Verify),
+        r(ClusterMetrics, "GET", "/v1/cluster/metrics", 0, 15, Auth::Verify),
     ]
 }
 

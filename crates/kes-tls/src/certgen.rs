@@ -238,6 +238,7 @@ pub fn pem_certificate_identity(pem: &str) -> Result<String, CertGenError> {
 pub struct TestCa {
     cert: rcgen::Certificate,
     key: KeyPair,
+    validity: Duration,
 }
 
 impl fmt::Debug for TestCa {
@@ -249,9 +250,15 @@ impl fmt::Debug for TestCa {
 impl TestCa {
     /// A new ECDSA P-256 root CA, valid for a day.
     pub fn new() -> Result<Self, CertGenError> {
+        Self::with_validity("kes test CA", TEST_CERT_VALIDITY)
+    }
+
+    /// A new ECDSA P-256 root CA named `name`; it and the certificates it issues are valid for
+    /// `valid_for` (a local cluster's CA, for example).
+    pub fn with_validity(name: &str, valid_for: Duration) -> Result<Self, CertGenError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = subject("kes test CA");
+        params.distinguished_name = subject(name);
         params.serial_number = Some(random_serial());
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -259,9 +266,13 @@ impl TestCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        validity(&mut params, TEST_CERT_VALIDITY)?;
+        validity(&mut params, valid_for)?;
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert, key })
+        Ok(Self {
+            cert,
+            key,
+            validity: valid_for,
+        })
     }
 
     /// Issues a leaf certificate for server and client authentication with a fresh key.
@@ -273,7 +284,7 @@ impl TestCa {
         key_kind: KeyKind,
     ) -> Result<CertifiedKey, CertGenError> {
         let key_pair = KeyPair::generate_for(key_kind.algorithm())?;
-        let mut params = leaf_params(cn, dns, ips, TEST_CERT_VALIDITY, true)?;
+        let mut params = leaf_params(cn, dns, ips, self.validity, true)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key_pair, &self.cert, &self.key)?;
         Ok(CertifiedKey::new(&cert, &key_pair))
@@ -289,7 +300,7 @@ impl TestCa {
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8_der.to_vec());
         let key_pair = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
             .or_else(|_| KeyPair::try_from(pkcs8_der))?;
-        let mut params = leaf_params(cn, &[], &[], TEST_CERT_VALIDITY, true)?;
+        let mut params = leaf_params(cn, &[], &[], self.validity, true)?;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key_pair, &self.cert, &self.key)?;
         Ok(CertifiedKey::new(&cert, &key_pair))

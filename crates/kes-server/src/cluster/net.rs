@@ -1,0 +1,226 @@
+//! Calling peers: Raft RPCs, forwarded requests, fill proposals, read indexes and the cache-key
+//! hand-over, all as msgpack bodies over HTTP/2 with mutual TLS.
+
+use super::tls::node_name;
+use kes_raft::types::{NodeId, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a peer call may take, apart from snapshot chunks.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest body a peer may send us (snapshot chunks are far smaller).
+pub const MAX_PEER_BODY: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer {id} at '{addr}' cannot be resolved: {message}")]
+    Resolve { id: NodeId, addr: String, message: String },
+    #[error("peer {id} unreachable: {message}")]
+    Unreachable { id: NodeId, message: String },
+    #[error("peer {id} answered {status}: {message}")]
+    Remote { id: NodeId, status: u16, message: String },
+    #[error("peer {id} sent an invalid answer: {message}")]
+    Decode { id: NodeId, message: String },
+}
+
+/// HTTP clients for peers, one per (id, address), built lazily.
+pub struct Peers {
+    tls: rustls::ClientConfig,
+    clients: Mutex<HashMap<(NodeId, String), (reqwest::Client, String)>>,
+}
+
+impl Peers {
+    pub fn new(tls: rustls::ClientConfig) -> Arc<Self> {
+        Arc::new(Self {
+            tls,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn client(&self, id: NodeId, addr: &str) -> Result<(reqwest::Client, String), PeerError> {
+        if let Some(c) = self.clients.lock().get(&(id, addr.to_owned())) {
+            return Ok(c.clone());
+        }
+        let sock = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| PeerError::Resolve {
+                id,
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| PeerError::Resolve {
+                id,
+                addr: addr.to_owned(),
+                message: "no address".into(),
+            })?;
+        // The URL names the peer by its member id, so TLS verifies the certificate is bound to
+        // that id; `resolve` sends the connection to the advertised address.
+        let name = node_name(id);
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls.clone())
+            .resolve(&name, sock)
+            .http2_prior_knowledge()
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .build()
+            .map_err(|e| PeerError::Unreachable {
+                id,
+                message: e.to_string(),
+            })?;
+        let base = format!("https://{name}:{}", sock.port());
+        self.clients
+            .lock()
+            .insert((id, addr.to_owned()), (client.clone(), base.clone()));
+        Ok((client, base))
+    }
+
+    /// Drops the cached client of a peer, so the next call resolves and connects afresh.
+    pub fn forget(&self, id: NodeId) {
+        self.clients.lock().retain(|(i, _), _| *i != id);
+    }
+
+    /// POSTs `req` to `path` on peer `id` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        id: NodeId,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let (client, base) = self.client(id, addr).await?;
+        let body = rmp_serde::to_vec_named(req).map_err(|e| PeerError::Decode {
+            id,
+            message: e.to_string(),
+        })?;
+        let resp = client
+            .post(format!("{base}{path}"))
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    self.forget(id);
+                }
+                PeerError::Unreachable {
+                    id,
+                    message: e.to_string(),
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| PeerError::Unreachable {
+            id,
+            message: e.to_string(),
+        })?;
+        if status != 200 {
+            return Err(PeerError::Remote {
+                id,
+                status,
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        rmp_serde::from_slice(&bytes).map_err(|e| PeerError::Decode {
+            id,
+            message: e.to_string(),
+        })
+    }
+}
+
+/// openraft's network factory over [`Peers`].
+#[derive(Clone)]
+pub struct Network {
+    pub peers: Arc<Peers>,
+}
+
+pub struct Connection {
+    peers: Arc<Peers>,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        Connection {
+            peers: Arc::clone(&self.peers),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+fn rpc_error<E: std::error::Error>(e: PeerError) -> RPCError<NodeId, BasicNode, E> {
+    match e {
+        PeerError::Resolve { .. } | PeerError::Unreachable { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
+        _ => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl Connection {
+    async fn send<Req, Resp, E>(
+        &self,
+        path: &str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let r: Result<Resp, E> = self
+            .peers
+            .call(self.target, &self.addr, path, req, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.send("/raft/vote", &rpc, &option).await
+    }
+}
