@@ -331,7 +331,7 @@ pub fn kes_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "kes-cli", "--bin", "kes"])
+            .args(["build", "--workspace", "--all-targets"])
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building the kes binary failed");
@@ -394,4 +394,164 @@ pub fn wait_listening(addr: SocketAddr, secs: u64) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     panic!("nothing listens on {addr}");
+}
+
+/// A cluster of real `kes` processes on loopback, from `kes_server::local`.
+pub struct ProcCluster {
+    pub files: kes_server::local::LocalCluster,
+    pub procs: Vec<Option<Child>>,
+    _dir: TempDir,
+}
+
+impl ProcCluster {
+    /// Generates configurations for `n` nodes on free ports and starts them all.
+    pub fn start(n: u64, offline: &str, extra_yaml: &str) -> Self {
+        Self::generate(n, n, offline, extra_yaml)
+    }
+
+    /// `total` nodes configured, the first `initial` of them forming the group and started;
+    /// the rest wait to be started with [`Self::start_node`] and added.
+    pub fn start_with_joiners(total: u64, initial: u64) -> Self {
+        Self::generate(total, initial, "30s", "")
+    }
+
+    fn generate(total: u64, initial: u64, offline: &str, extra_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = (0..total).map(|_| (free_port(), free_port())).collect();
+        let opts = kes_server::local::LocalOptions {
+            nodes: total,
+            offline: offline.into(),
+            extra_yaml: extra_yaml.into(),
+            ports: Some(ports),
+            initial_members: Some(initial),
+            ..Default::default()
+        };
+        let files = kes_server::local::LocalCluster::generate(dir.path(), &opts).unwrap();
+        let mut c = Self {
+            files,
+            procs: (0..total).map(|_| None).collect(),
+            _dir: dir,
+        };
+        for i in 0..initial as usize {
+            c.start_node(i);
+        }
+        c
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let p = self.spawn(i);
+        self.procs[i] = Some(p);
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let node = &self.files.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.config.with_file_name("node.log"))
+            .unwrap();
+        Child(
+            std::process::Command::new(kes_bin())
+                .args(["server", "--config"])
+                .arg(&node.config)
+                .env("KES_LOG", "info,openraft=warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Node `i`'s log so far, for failure messages.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.files.nodes[i].config.with_file_name("node.log"))
+            .unwrap_or_default()
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            c.signal("KILL");
+            c.wait_exit(10);
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.start_node(i);
+    }
+
+    pub fn signal(&self, i: usize, sig: &str) {
+        if let Some(c) = &self.procs[i] {
+            c.signal(sig);
+        }
+    }
+
+    /// A client for node `i` only.
+    pub fn client(&self, i: usize) -> kes_client::Client {
+        self.client_for(&[i])
+    }
+
+    /// A client over several nodes, with kms-go's failover.
+    pub fn client_for(&self, nodes: &[usize]) -> kes_client::Client {
+        let eps: Vec<String> = nodes
+            .iter()
+            .map(|i| self.files.nodes[*i].endpoint())
+            .collect();
+        kes_client::Client::builder(eps)
+            .api_key(&self.files.api_key)
+            .ca_file(&self.files.ca_file)
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until node `i` is ready (elected group, cache key present).
+    pub async fn wait_ready(&self, i: usize, secs: u64) {
+        let c = self.client(i);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            if let Ok(true) = c.is_ready().await {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "node {} not ready after {secs}s; log:\n{}",
+            i + 1,
+            self.log(i)
+        );
+    }
+
+    pub async fn wait_all_ready(&self, secs: u64) {
+        for i in 0..self.procs.len() {
+            if self.procs[i].is_some() {
+                self.wait_ready(i, secs).await;
+            }
+        }
+    }
+
+    /// The current leader's index (0-based), as node `via` sees it.
+    pub async fn leader(&self, via: usize) -> Option<usize> {
+        let st = self.client(via).cluster_status().await.ok()?;
+        st["leader"].as_u64().map(|id| id as usize - 1)
+    }
+
+    /// Waits until some live node reports a leader that is alive.
+    pub async fn wait_leader(&self, secs: u64) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < deadline {
+            for i in 0..self.procs.len() {
+                if self.procs[i].is_none() {
+                    continue;
+                }
+                if let Some(l) = self.leader(i).await {
+                    if self.procs.get(l).is_some_and(|p| p.is_some()) {
+                        return l;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no leader after {secs}s");
+    }
 }

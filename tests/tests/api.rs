@@ -406,7 +406,16 @@ async fn status_ready_api_metrics() {
     assert_eq!(find("/version").timeout, 10);
     // KES's 23 routes plus the admin extensions (policy changes and cluster operations).
     assert_eq!(api.len(), 33);
-    assert_eq!(api.iter().filter(|a| !a.path.starts_with("/v1/cluster/") && !a.path.contains("/write/") && !a.path.contains("/assign/") && !a.path.contains("/delete/") || a.path == "/v1/key/delete/").count(), 23);
+    assert_eq!(
+        api.iter()
+            .filter(|a| !a.path.starts_with("/v1/cluster/")
+                && !a.path.contains("/write/")
+                && !a.path.contains("/assign/")
+                && !a.path.contains("/delete/")
+                || a.path == "/v1/key/delete/")
+            .count(),
+        23
+    );
 
     send(&c, "PUT", &s.url("/v1/key/create/m"), None).await;
     send(&c, "GET", &s.url("/v1/key/describe/nope"), None).await;

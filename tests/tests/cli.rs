@@ -267,7 +267,10 @@ fn config_file_server_reloads_on_sighup() {
     // `keys:` were created at start, in the filesystem layout.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while !dir.path().join("keys/preset-key").exists() {
-        assert!(std::time::Instant::now() < deadline, "configured key not created");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "configured key not created"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 

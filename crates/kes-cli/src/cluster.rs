@@ -94,10 +94,19 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             outln!("{:<12} {}", "Applied", st["applied_index"])?;
             outln!("{:<12} {}", "Sealed", st["sealed"])?;
             outln!("{:<12} {}", "Serving", st["serving"])?;
-            outln!("{:<12} {} cached, {} tombstones", "Keys", st["keys"], st["tombstones"])?;
+            outln!(
+                "{:<12} {} cached, {} tombstones",
+                "Keys",
+                st["keys"],
+                st["tombstones"]
+            )?;
             outln!("Members")?;
             for m in st["members"].as_array().into_iter().flatten() {
-                let role = if m["voter"] == true { "voter" } else { "learner" };
+                let role = if m["voter"] == true {
+                    "voter"
+                } else {
+                    "learner"
+                };
                 outln!(
                     "  {:<4} {:<24} {:<8} matched {:<8} lag {}",
                     m["id"],
@@ -189,9 +198,19 @@ async fn local(a: LocalArgs) -> anyhow::Result<()> {
     }
     let key = cluster.api_key.to_text();
     let ca = std::fs::canonicalize(&cluster.ca_file).unwrap_or(cluster.ca_file.clone());
-    println!("Local KES cluster: {} nodes, filesystem keystore in {}\n", a.nodes, cluster.keystore_dir.display());
+    println!(
+        "Local KES cluster: {} nodes, filesystem keystore in {}\n",
+        a.nodes,
+        cluster.keystore_dir.display()
+    );
     for n in &cluster.nodes {
-        println!("  node {}  {}  (peers: 127.0.0.1:{}, log: {})", n.id, n.endpoint(), n.peer_port, n.config.with_file_name("node.log").display());
+        println!(
+            "  node {}  {}  (peers: 127.0.0.1:{}, log: {})",
+            n.id,
+            n.endpoint(),
+            n.peer_port,
+            n.config.with_file_name("node.log").display()
+        );
     }
     println!("\n  API key    {key}");
     println!("  Identity   {}\n", cluster.api_key.identity());

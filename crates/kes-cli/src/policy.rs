@@ -135,7 +135,9 @@ pub async fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;
             c.assign_policy(&a.name, &a.identity)
                 .await
-                .with_context(|| format!("failed to assign '{}' to policy '{}'", a.identity, a.name))
+                .with_context(|| {
+                    format!("failed to assign '{}' to policy '{}'", a.identity, a.name)
+                })
         }
         PolicyCmd::Rm(a) => {
             let c = conn::client(a.common.server.server.clone(), &a.common.conn)?;

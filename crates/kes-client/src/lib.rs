@@ -542,49 +542,79 @@ impl Client {
     }
 
     /// `PUT /v1/policy/write/{name}` (admin): creates or replaces a policy, on every node.
-    pub async fn write_policy(&self, name: &str, allow: &[String], deny: &[String]) -> Result<(), ClientError> {
+    pub async fn write_policy(
+        &self,
+        name: &str,
+        allow: &[String],
+        deny: &[String],
+    ) -> Result<(), ClientError> {
         let body = serde_json::json!({"allow": allow, "deny": deny});
-        self.admin(Method::PUT, format!("/v1/policy/write/{}", path_escape(name)), Some(body))
-            .await
-            .map(drop)
+        self.admin(
+            Method::PUT,
+            format!("/v1/policy/write/{}", path_escape(name)),
+            Some(body),
+        )
+        .await
+        .map(drop)
     }
 
     /// `PUT /v1/policy/assign/{name}` (admin): assigns an identity to a policy.
     pub async fn assign_policy(&self, name: &str, identity: &str) -> Result<(), ClientError> {
         let body = serde_json::json!({"identity": identity});
-        self.admin(Method::PUT, format!("/v1/policy/assign/{}", path_escape(name)), Some(body))
-            .await
-            .map(drop)
+        self.admin(
+            Method::PUT,
+            format!("/v1/policy/assign/{}", path_escape(name)),
+            Some(body),
+        )
+        .await
+        .map(drop)
     }
 
     /// `DELETE /v1/policy/delete/{name}` (admin): deletes a policy and its assignments.
     pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
-        self.admin(Method::DELETE, format!("/v1/policy/delete/{}", path_escape(name)), None)
-            .await
-            .map(drop)
+        self.admin(
+            Method::DELETE,
+            format!("/v1/policy/delete/{}", path_escape(name)),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// `DELETE /v1/identity/delete/{identity}` (admin): removes an identity's assignment.
     pub async fn delete_identity(&self, identity: &str) -> Result<(), ClientError> {
-        self.admin(Method::DELETE, format!("/v1/identity/delete/{}", path_escape(identity)), None)
-            .await
-            .map(drop)
+        self.admin(
+            Method::DELETE,
+            format!("/v1/identity/delete/{}", path_escape(identity)),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// `GET /v1/cluster/status` (admin) as JSON.
     pub async fn cluster_status(&self) -> Result<serde_json::Value, ClientError> {
-        let b = self.admin(Method::GET, "/v1/cluster/status".into(), None).await?;
+        let b = self
+            .admin(Method::GET, "/v1/cluster/status".into(), None)
+            .await?;
         serde_json::from_slice(&b).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// `GET /v1/cluster/metrics` (admin): Prometheus text.
     pub async fn cluster_metrics(&self) -> Result<String, ClientError> {
-        let b = self.admin(Method::GET, "/v1/cluster/metrics".into(), None).await?;
+        let b = self
+            .admin(Method::GET, "/v1/cluster/metrics".into(), None)
+            .await?;
         Ok(String::from_utf8_lossy(&b).into_owned())
     }
 
     /// `PUT /v1/cluster/add/{id}` (admin): adds a node as a learner and, if `voter`, promotes it.
-    pub async fn cluster_add(&self, id: u64, address: &str, voter: bool) -> Result<(), ClientError> {
+    pub async fn cluster_add(
+        &self,
+        id: u64,
+        address: &str,
+        voter: bool,
+    ) -> Result<(), ClientError> {
         let body = serde_json::json!({"address": address, "voter": voter});
         self.admin(Method::PUT, format!("/v1/cluster/add/{id}"), Some(body))
             .await

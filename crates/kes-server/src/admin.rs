@@ -70,7 +70,8 @@ pub struct ClusterStatus {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
 }
 
 fn node_id(resource: &str) -> Result<u64, ApiError> {
@@ -78,7 +79,9 @@ fn node_id(resource: &str) -> Result<u64, ApiError> {
         .parse::<u64>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::BadRequest(format!("invalid node id '{resource}': want a number >= 1")))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("invalid node id '{resource}': want a number >= 1"))
+        })
 }
 
 fn outcome(o: Outcome) -> Result<Response, ApiError> {
@@ -143,29 +146,74 @@ pub fn metrics(app: &App) -> String {
     let mut g = |name: &str, help: &str, v: f64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     };
-    g("kes_cluster_node_id", "This node's member id.", st.node_id as f64);
-    g("kes_cluster_is_leader", "1 if this node is the leader.", f64::from(u8::from(st.leader == Some(st.node_id))));
+    g(
+        "kes_cluster_node_id",
+        "This node's member id.",
+        st.node_id as f64,
+    );
+    g(
+        "kes_cluster_is_leader",
+        "1 if this node is the leader.",
+        f64::from(u8::from(st.leader == Some(st.node_id))),
+    );
     g("kes_cluster_term", "Current Raft term.", st.term as f64);
-    g("kes_cluster_applied_index", "Last log index applied to the state.", st.applied_index as f64);
-    g("kes_cluster_sealed", "1 while the node lacks the cluster cache key.", f64::from(u8::from(st.sealed)));
-    g("kes_cluster_cut_off", "1 while the node has no contact with the majority.", f64::from(u8::from(st.cut_off)));
-    g("kes_cluster_serving", "1 if the node serves crypto operations.", f64::from(u8::from(st.serving)));
-    g("kes_cluster_cached_keys", "Keys in the replicated cache.", st.keys as f64);
-    g("kes_cluster_tombstones", "Tombstones in the replicated cache.", st.tombstones as f64);
-    g("kes_cluster_members", "Members of the group.", st.members.len() as f64);
+    g(
+        "kes_cluster_applied_index",
+        "Last log index applied to the state.",
+        st.applied_index as f64,
+    );
+    g(
+        "kes_cluster_sealed",
+        "1 while the node lacks the cluster cache key.",
+        f64::from(u8::from(st.sealed)),
+    );
+    g(
+        "kes_cluster_cut_off",
+        "1 while the node has no contact with the majority.",
+        f64::from(u8::from(st.cut_off)),
+    );
+    g(
+        "kes_cluster_serving",
+        "1 if the node serves crypto operations.",
+        f64::from(u8::from(st.serving)),
+    );
+    g(
+        "kes_cluster_cached_keys",
+        "Keys in the replicated cache.",
+        st.keys as f64,
+    );
+    g(
+        "kes_cluster_tombstones",
+        "Tombstones in the replicated cache.",
+        st.tombstones as f64,
+    );
+    g(
+        "kes_cluster_members",
+        "Members of the group.",
+        st.members.len() as f64,
+    );
     let _ = writeln!(
         out,
         "# HELP kes_cluster_replication_lag Log entries a member is behind the leader (leader only).\n# TYPE kes_cluster_replication_lag gauge"
     );
     for m in &st.members {
         if let Some(lag) = m.lag {
-            let _ = writeln!(out, "kes_cluster_replication_lag{{member=\"{}\"}} {lag}", m.id);
+            let _ = writeln!(
+                out,
+                "kes_cluster_replication_lag{{member=\"{}\"}} {lag}",
+                m.id
+            );
         }
     }
     out
 }
 
-pub async fn handle(app: &App, route: RouteId, resource: &str, body: Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    app: &App,
+    route: RouteId,
+    resource: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let c = &app.cluster;
     let at_ms = crate::cluster::now_ms();
     match route {
@@ -206,13 +254,25 @@ pub async fn handle(app: &App, route: RouteId, resource: &str, body: Bytes) -> R
             if !valid_name(resource) {
                 return Err(ApiError::InvalidPolicyName(resource.to_owned()));
             }
-            outcome(c.propose(Command::DeletePolicy { name: resource.to_owned() }).await?.1)
+            outcome(
+                c.propose(Command::DeletePolicy {
+                    name: resource.to_owned(),
+                })
+                .await?
+                .1,
+            )
         }
         RouteId::IdentityDelete => {
             if resource.is_empty() || resource.len() > 1024 {
                 return Err(ApiError::InvalidIdentity(resource.to_owned()));
             }
-            outcome(c.propose(Command::Unassign { identity: resource.to_owned() }).await?.1)
+            outcome(
+                c.propose(Command::Unassign {
+                    identity: resource.to_owned(),
+                })
+                .await?
+                .1,
+            )
         }
         RouteId::ClusterStatus => Ok(json(&status(app))),
         RouteId::ClusterMetrics => {
@@ -227,7 +287,10 @@ pub async fn handle(app: &App, route: RouteId, resource: &str, body: Bytes) -> R
             let id = node_id(resource)?;
             let a: AddNode = parse(&body)?;
             if a.address.parse::<std::net::SocketAddr>().is_err() && !a.address.contains(':') {
-                return Err(ApiError::BadRequest(format!("invalid address '{}': want host:port", a.address)));
+                return Err(ApiError::BadRequest(format!(
+                    "invalid address '{}': want host:port",
+                    a.address
+                )));
             }
             let node = openraft::BasicNode { addr: a.address };
             c.raft.add_learner(id, node, true).await.map_err(|e| {
@@ -288,7 +351,13 @@ pub async fn handle(app: &App, route: RouteId, resource: &str, body: Bytes) -> R
             } else {
                 let peers = c.peers.as_ref().ok_or(ApiError::ClusterUnavailable)?;
                 let _: bool = peers
-                    .call(id, &addr, "/cluster/elect", &(), crate::cluster::net::PEER_TIMEOUT)
+                    .call(
+                        id,
+                        &addr,
+                        "/cluster/elect",
+                        &(),
+                        crate::cluster::net::PEER_TIMEOUT,
+                    )
                     .await?;
             }
             Ok(empty())

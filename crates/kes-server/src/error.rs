@@ -155,8 +155,14 @@ impl ApiError {
             Self::NotReachable => e(504, msg::NOT_REACHABLE),
             Self::Unavailable => e(502, msg::UNAVAILABLE),
             Self::Internal(m) => e(500, m),
-            Self::Sealed => e(503, "node is sealed: the cluster cache key is not available yet"),
-            Self::ClusterUnavailable => e(503, "cluster unavailable: no leader or no quorum reachable from this node"),
+            Self::Sealed => e(
+                503,
+                "node is sealed: the cluster cache key is not available yet",
+            ),
+            Self::ClusterUnavailable => e(
+                503,
+                "cluster unavailable: no leader or no quorum reachable from this node",
+            ),
             Self::PartialWrite => e(503, "change committed but not replicated"),
             Self::ReservedName(n) => KesError::new(400, format!("key name '{n}' is reserved")),
             Self::AdminOnly => e(403, msg::NOT_ALLOWED),

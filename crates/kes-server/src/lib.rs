@@ -13,14 +13,15 @@ pub mod api;
 pub mod cluster;
 pub mod error;
 pub mod keys;
+pub mod lazy;
 pub mod local;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
 
 use crate::api::Caller;
-use crate::error::ApiError;
 use crate::cluster::Cluster;
+use crate::error::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::routes::{Auth, Match, Routes};
@@ -148,7 +149,19 @@ fn go_arch() -> &'static str {
 pub fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, ServerError> {
     match cfg {
         KeystoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
-        KeystoreConfig::Fs { path } => Ok(Arc::new(FsStore::open(path.clone())?)),
+        KeystoreConfig::Fs { path } => match FsStore::open(path.clone()) {
+            Ok(s) => Ok(Arc::new(s)),
+            // A node restarted while its keystore is unreachable must still start and serve
+            // what the cluster has cached; the store is opened on first successful use.
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(path = %path.display(), error = %e, "keystore not available yet; will retry");
+                let path = path.clone();
+                Ok(Arc::new(lazy::LazyStore::new("fs", move || {
+                    FsStore::open(path.clone()).map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })))
+            }
+            Err(e) => Err(e.into()),
+        },
         KeystoreConfig::Vault(_) => Err(ServerError::UnsupportedKeystore("vault".into())),
         KeystoreConfig::AwsSecretsManager(_) => Err(ServerError::UnsupportedKeystore(
             "aws.secretsmanager".into(),
@@ -175,7 +188,11 @@ pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
     let assignments = cfg
         .policies
         .iter()
-        .flat_map(|(name, p)| p.identities.iter().map(move |id| (id.clone(), name.clone())))
+        .flat_map(|(name, p)| {
+            p.identities
+                .iter()
+                .map(move |id| (id.clone(), name.clone()))
+        })
         .collect();
     cluster::Seed {
         admin: cfg.admin_identity.clone(),
@@ -217,7 +234,8 @@ fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
         election_timeout_max: 1000,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        // A member further behind than this after a snapshot catches up from the snapshot.
+        max_in_snapshot_log_to_keep: 100,
         ..Default::default()
     };
     cfg.validate()
@@ -238,7 +256,11 @@ pub struct Server {
 impl Server {
     /// Builds a server from a configuration. `cert` replaces the configuration's `tls.cert` and
     /// `tls.key` (for `--dev`).
-    pub async fn new(cfg: &Config, cert: Option<CertSource>, logs: LogHub) -> Result<Self, ServerError> {
+    pub async fn new(
+        cfg: &Config,
+        cert: Option<CertSource>,
+        logs: LogHub,
+    ) -> Result<Self, ServerError> {
         let store = open_keystore(&cfg.keystore)?;
         Self::with_store(cfg, cert, logs, store).await
     }
@@ -295,14 +317,19 @@ impl Server {
         let state = sm_store.handle();
         let network = cluster::net::Network {
             peers: peers.clone().unwrap_or_else(|| {
-                cluster::net::Peers::new(rustls::ClientConfig::builder_with_provider(kes_tls::provider())
-                    .with_safe_default_protocol_versions()
-                    .map(|b| b.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth())
-                    .unwrap_or_else(|_| {
-                        rustls::ClientConfig::builder()
-                            .with_root_certificates(rustls::RootCertStore::empty())
-                            .with_no_client_auth()
-                    }))
+                cluster::net::Peers::new(
+                    rustls::ClientConfig::builder_with_provider(kes_tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map(|b| {
+                            b.with_root_certificates(rustls::RootCertStore::empty())
+                                .with_no_client_auth()
+                        })
+                        .unwrap_or_else(|_| {
+                            rustls::ClientConfig::builder()
+                                .with_root_certificates(rustls::RootCertStore::empty())
+                                .with_no_client_auth()
+                        }),
+                )
             }),
         };
         let raft = kes_raft::types::Raft::new(id, raft_config()?, network, log_store, sm_store)
@@ -390,7 +417,9 @@ impl Server {
                     match c.create(name, &version).await {
                         Ok(()) => tracing::info!(key = %name, "created configured key"),
                         Err(ApiError::KeyExists) => {}
-                        Err(e) => tracing::error!(key = %name, error = %e.to_kes().message, "failed to create configured key"),
+                        Err(e) => {
+                            tracing::error!(key = %name, error = %e.to_kes().message, "failed to create configured key")
+                        }
                     }
                 }
                 return;
@@ -408,7 +437,11 @@ impl Server {
     /// Keeps the access state in step with the replicated policies.
     async fn sync_access(app: Arc<App>, cancel: CancellationToken) {
         let mut rx = app.cluster.state.applied_watch();
-        let mut last: Option<(Vec<String>, Vec<(String, String)>, Vec<(String, kes_state::PolicyDef)>)> = None;
+        let mut last: Option<(
+            Vec<String>,
+            Vec<(String, String)>,
+            Vec<(String, kes_state::PolicyDef)>,
+        )> = None;
         loop {
             let snapshot = app.cluster.state.read(|s| {
                 let names = s.policies("");
@@ -436,7 +469,11 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` fires.
-    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServerError> {
         let app = Arc::clone(&self.app);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
@@ -456,7 +493,12 @@ impl Server {
                 ListenerLimits::default(),
                 cancel,
                 move |stream, peer| {
-                    cluster::rpc::serve_peer(Arc::clone(&app2), Arc::clone(&app2.cluster), stream, peer)
+                    cluster::rpc::serve_peer(
+                        Arc::clone(&app2),
+                        Arc::clone(&app2.cluster),
+                        stream,
+                        peer,
+                    )
                 },
             ));
         }
@@ -639,7 +681,10 @@ async fn process(
 /// Routes that change the keystore or the replicated state run on the leader.
 fn needs_leader(id: routes::RouteId) -> bool {
     use routes::RouteId::*;
-    matches!(id, KeyCreate | KeyImport | KeyDelete | ClusterAdd | ClusterRemove)
+    matches!(
+        id,
+        KeyCreate | KeyImport | KeyDelete | ClusterAdd | ClusterRemove
+    )
 }
 
 /// Sends the request to the leader and relays its answer unchanged, so forwarding is invisible
@@ -670,7 +715,13 @@ async fn forward_to_leader(
     // Writes wait for the keystore and a Raft commit on the leader: allow for the route's own
     // timeout there.
     let resp: cluster::ForwardResponse = peers
-        .call(leader, &addr, "/cluster/forward", &req, Duration::from_secs(20))
+        .call(
+            leader,
+            &addr,
+            "/cluster/forward",
+            &req,
+            Duration::from_secs(20),
+        )
         .await?;
     Ok(cluster::rpc::relay(resp))
 }

@@ -100,7 +100,10 @@ impl Route {
         self.path.starts_with("/v1/cluster/")
             || matches!(
                 self.id,
-                RouteId::PolicyWrite | RouteId::PolicyAssign | RouteId::PolicyDelete | RouteId::IdentityDelete
+                RouteId::PolicyWrite
+                    | RouteId::PolicyAssign
+                    | RouteId::PolicyDelete
+                    | RouteId::IdentityDelete
             )
     }
 
@@ -217,16 +220,86 @@ fn default_routes() -> Vec<Route> {
         r(LogAudit, "GET", "/v1/log/audit", 0, 0, Auth::Verify),
         // Admin-only extensions: policy changes (KES's earlier route names) and cluster
         // operations.
-        r(PolicyWrite, "PUT", "/v1/policy/write/", MAX_ADMIN_BODY, 15, Auth::Verify),
-        r(PolicyAssign, "PUT", "/v1/policy/assign/", MAX_ADMIN_BODY, 15, Auth::Verify),
-        r(PolicyDelete, "DELETE", "/v1/policy/delete/", 0, 15, Auth::Verify),
-        r(IdentityDelete, "DELETE", "/v1/identity/delete/", 0, 15, Auth::Verify),
-        r(ClusterStatus, "GET", "/v1/cluster/status", 0, 15, Auth::Verify),
-        r(ClusterAdd, "PUT", "/v1/cluster/add/", MAX_ADMIN_BODY, 60, Auth::Verify),
-        r(ClusterRemove, "DELETE", "/v1/cluster/remove/", 0, 60, Auth::Verify),
-        r(ClusterLeader, "PUT", "/v1/cluster/leader/", 0, 15, Auth::Verify),
-        r(ClusterSnapshot, "PUT", "/v1/cluster/snapshot", 0, 60, Auth::Verify),
-        r(ClusterMetrics, "GET", "/v1/cluster/metrics", 0, 15, Auth::Verify),
+        r(
+            PolicyWrite,
+            "PUT",
+            "/v1/policy/write/",
+            MAX_ADMIN_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            PolicyAssign,
+            "PUT",
+            "/v1/policy/assign/",
+            MAX_ADMIN_BODY,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            PolicyDelete,
+            "DELETE",
+            "/v1/policy/delete/",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            IdentityDelete,
+            "DELETE",
+            "/v1/identity/delete/",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            ClusterStatus,
+            "GET",
+            "/v1/cluster/status",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            ClusterAdd,
+            "PUT",
+            "/v1/cluster/add/",
+            MAX_ADMIN_BODY,
+            60,
+            Auth::Verify,
+        ),
+        r(
+            ClusterRemove,
+            "DELETE",
+            "/v1/cluster/remove/",
+            0,
+            60,
+            Auth::Verify,
+        ),
+        r(
+            ClusterLeader,
+            "PUT",
+            "/v1/cluster/leader/",
+            0,
+            15,
+            Auth::Verify,
+        ),
+        r(
+            ClusterSnapshot,
+            "PUT",
+            "/v1/cluster/snapshot",
+            0,
+            60,
+            Auth::Verify,
+        ),
+        r(
+            ClusterMetrics,
+            "GET",
+            "/v1/cluster/metrics",
+            0,
+            15,
+            Auth::Verify,
+        ),
     ]
 }
 

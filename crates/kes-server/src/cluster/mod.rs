@@ -259,7 +259,9 @@ impl Cluster {
 
     fn node_addr(&self, id: NodeId) -> Option<String> {
         let m = self.raft.metrics().borrow().membership_config.clone();
-        m.membership().get_node(&id).map(|n: &BasicNode| n.addr.clone())
+        m.membership()
+            .get_node(&id)
+            .map(|n: &BasicNode| n.addr.clone())
     }
 
     /// The members' ids and addresses, voters first.
@@ -351,7 +353,13 @@ impl Cluster {
                         return Err(ApiError::ClusterUnavailable);
                     };
                     match peers
-                        .call::<_, ReadIndexResult>(l, &addr, "/cluster/read-index", &(), PEER_TIMEOUT)
+                        .call::<_, ReadIndexResult>(
+                            l,
+                            &addr,
+                            "/cluster/read-index",
+                            &(),
+                            PEER_TIMEOUT,
+                        )
                         .await
                     {
                         Ok(ReadIndexResult::Index(i)) => return Ok(i),
@@ -648,7 +656,9 @@ impl Cluster {
                     false
                 }
                 Err(_) => {
-                    tracing::error!("the keystore's wrapping key does not open the cluster cache key");
+                    tracing::error!(
+                        "the keystore's wrapping key does not open the cluster cache key"
+                    );
                     false
                 }
             },

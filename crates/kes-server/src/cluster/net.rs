@@ -28,11 +28,19 @@ pub const MAX_PEER_BODY: usize = 64 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("peer {id} at '{addr}' cannot be resolved: {message}")]
-    Resolve { id: NodeId, addr: String, message: String },
+    Resolve {
+        id: NodeId,
+        addr: String,
+        message: String,
+    },
     #[error("peer {id} unreachable: {message}")]
     Unreachable { id: NodeId, message: String },
     #[error("peer {id} answered {status}: {message}")]
-    Remote { id: NodeId, status: u16, message: String },
+    Remote {
+        id: NodeId,
+        status: u16,
+        message: String,
+    },
     #[error("peer {id} sent an invalid answer: {message}")]
     Decode { id: NodeId, message: String },
 }

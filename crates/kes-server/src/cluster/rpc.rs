@@ -53,7 +53,9 @@ pub async fn serve_peer(
         let app = Arc::clone(&app);
         let cluster = Arc::clone(&cluster);
         async move {
-            Ok::<_, std::convert::Infallible>(handle(&app, &cluster, peer, req.map(Body::new)).await)
+            Ok::<_, std::convert::Infallible>(
+                handle(&app, &cluster, peer, req.map(Body::new)).await,
+            )
         }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -62,7 +64,12 @@ pub async fn serve_peer(
     }
 }
 
-async fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, peer: NodeId, req: Request<Body>) -> Response {
+async fn handle(
+    app: &Arc<App>,
+    cluster: &Arc<Cluster>,
+    peer: NodeId,
+    req: Request<Body>,
+) -> Response {
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/raft/append" => {
@@ -71,7 +78,10 @@ async fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, peer: NodeId, req: Reque
                 Err(r) => return r,
             };
             if rpc.vote.leader_id().voted_for() != Some(peer) {
-                return fail(StatusCode::FORBIDDEN, "append from a node that is not the sender");
+                return fail(
+                    StatusCode::FORBIDDEN,
+                    "append from a node that is not the sender",
+                );
             }
             let r = cluster.raft.append_entries(rpc).await;
             if r.as_ref().is_ok_and(|r| r.is_success()) {
@@ -85,7 +95,10 @@ async fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, peer: NodeId, req: Reque
                 Err(r) => return r,
             };
             if rpc.vote.leader_id().voted_for() != Some(peer) {
-                return fail(StatusCode::FORBIDDEN, "vote request from a node that is not the sender");
+                return fail(
+                    StatusCode::FORBIDDEN,
+                    "vote request from a node that is not the sender",
+                );
             }
             answer(&cluster.raft.vote(rpc).await)
         }
@@ -97,6 +110,7 @@ async fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, peer: NodeId, req: Reque
             let done = rpc.done;
             let r = cluster.raft.install_snapshot(rpc).await;
             if done && r.is_ok() {
+                tracing::info!(leader = peer, "snapshot installed from the leader");
                 cluster.clear_decoded();
                 cluster.touch_contact();
             }
@@ -127,7 +141,9 @@ async fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, peer: NodeId, req: Reque
                 });
             }
             match cluster.raft.get_read_log_id().await {
-                Ok((read, _)) => answer(&ReadIndexResult::Index(read.map(|l| l.index).unwrap_or(0))),
+                Ok((read, _)) => {
+                    answer(&ReadIndexResult::Index(read.map(|l| l.index).unwrap_or(0)))
+                }
                 Err(_) => answer(&ReadIndexResult::NotLeader {
                     leader: cluster.leader(),
                 }),

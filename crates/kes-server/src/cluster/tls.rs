@@ -38,19 +38,29 @@ fn roots(tls: &ClusterTls) -> Result<RootCertStore, TlsError> {
 
 fn identity(
     tls: &ClusterTls,
-) -> Result<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>), TlsError> {
-    Ok((kes_tls::load_certs(&tls.cert)?, kes_tls::load_key(&tls.key, None)?))
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    TlsError,
+> {
+    Ok((
+        kes_tls::load_certs(&tls.cert)?,
+        kes_tls::load_key(&tls.key, None)?,
+    ))
 }
 
 /// The node-to-node listener's configuration: client certificates are mandatory and verified.
 pub fn server_config(tls: &ClusterTls) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = kes_tls::provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(tls)?), Arc::clone(&provider))
-        .build()
-        .map_err(|e| TlsError::Invalid {
-            path: tls.ca.clone(),
-            message: e.to_string(),
-        })?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(tls)?), Arc::clone(&provider))
+            .build()
+            .map_err(|e| TlsError::Invalid {
+                path: tls.ca.clone(),
+                message: e.to_string(),
+            })?;
     let (certs, key) = identity(tls)?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

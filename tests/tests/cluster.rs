@@ -1,0 +1,373 @@
+//! The replica set with real processes, real TLS and a shared filesystem keystore on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use kes_tests::*;
+use std::time::{Duration, Instant};
+
+async fn cluster(n: u64, offline: &str) -> ProcCluster {
+    let c = ProcCluster::start(n, offline, "");
+    c.wait_all_ready(30).await;
+    c
+}
+
+#[tokio::test]
+async fn key_created_on_one_node_works_everywhere_and_delete_is_seen_at_once() {
+    let c = cluster(3, "10s").await;
+    c.client(0).create_key("shared").await.unwrap();
+    let dek = c.client(1).generate_key("shared", b"ctx").await.unwrap();
+    let plain = c
+        .client(2)
+        .decrypt("shared", &dek.ciphertext.0, b"ctx")
+        .await
+        .unwrap();
+    assert_eq!(plain, dek.plaintext.0);
+    // describe is linearizable on every node
+    for i in 0..3 {
+        assert_eq!(
+            c.client(i).describe_key("shared").await.unwrap().name,
+            "shared"
+        );
+    }
+    // every node has used the key; delete through node 3
+    c.client(0).generate_key("shared", b"").await.unwrap();
+    c.client(2).delete_key("shared").await.unwrap();
+    for i in 0..2 {
+        let e = c.client(i).generate_key("shared", b"").await.unwrap_err();
+        assert!(e.is_key_not_found(), "node {}: {e:?}", i + 1);
+        let e = c
+            .client(i)
+            .decrypt("shared", &dek.ciphertext.0, b"ctx")
+            .await
+            .unwrap_err();
+        assert!(e.is_key_not_found(), "node {}: {e:?}", i + 1);
+    }
+    // forwarding is invisible: the same canonical errors from a follower
+    let leader = c.wait_leader(10).await;
+    let follower = (leader + 1) % 3;
+    c.client(follower).create_key("dup").await.unwrap();
+    let e = c.client(follower).create_key("dup").await.unwrap_err();
+    assert!(e.is_key_exists(), "{e:?}");
+    // the reserved wrapping key never shows
+    let names = c.client(0).list_keys_all("").await.unwrap();
+    assert_eq!(names, vec!["dup".to_owned()]);
+}
+
+#[tokio::test]
+async fn leader_kill_keeps_crypto_up_and_writes_resume() {
+    let mut c = cluster(3, "30s").await;
+    c.client(0).create_key("k").await.unwrap();
+    let leader = c.wait_leader(10).await;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // warm the survivors' view of the key
+    let mut deks = Vec::new();
+    for &i in &survivors {
+        deks.push(c.client(i).generate_key("k", b"x").await.unwrap());
+    }
+    c.kill(leader);
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut ops = 0;
+    while Instant::now() < until {
+        for (j, &i) in survivors.iter().enumerate() {
+            let cl = c.client(i);
+            cl.generate_key("k", b"x")
+                .await
+                .unwrap_or_else(|e| panic!("generate on node {} failed: {e:?}", i + 1));
+            let p = cl.decrypt("k", &deks[j].ciphertext.0, b"x").await.unwrap();
+            assert_eq!(p, deks[j].plaintext.0);
+            ops += 2;
+        }
+    }
+    assert!(ops > 10);
+    // a new leader is elected among the survivors and writes work again
+    let new_leader = c.wait_leader(15).await;
+    assert_ne!(new_leader, leader);
+    c.client(survivors[0]).create_key("after").await.unwrap();
+    // the killed node restarts and catches up
+    c.restart(leader);
+    c.wait_ready(leader, 30).await;
+    let d = c.client(leader).generate_key("after", b"").await.unwrap();
+    assert_eq!(
+        c.client(survivors[1])
+            .decrypt("after", &d.ciphertext.0, b"")
+            .await
+            .unwrap(),
+        d.plaintext.0
+    );
+}
+
+#[tokio::test]
+async fn policy_changes_apply_on_every_node() {
+    let c = cluster(3, "10s").await;
+    let app = kes_crypto::ApiKey::generate();
+    c.client(1)
+        .write_policy(
+            "app",
+            &[
+                "/v1/key/generate/app-*".into(),
+                "/v1/key/create/app-*".into(),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    c.client(2)
+        .assign_policy("app", &app.identity())
+        .await
+        .unwrap();
+    c.client(0).create_key("app-key").await.unwrap();
+    c.client(0).create_key("other").await.unwrap();
+    for i in 0..3 {
+        let ac = kes_client::Client::builder(vec![c.files.nodes[i].endpoint()])
+            .api_key(&app)
+            .ca_file(&c.files.ca_file)
+            .build()
+            .unwrap();
+        ac.generate_key("app-key", b"")
+            .await
+            .unwrap_or_else(|e| panic!("node {}: {e:?}", i + 1));
+        assert!(ac
+            .generate_key("other", b"")
+            .await
+            .unwrap_err()
+            .is_not_allowed());
+        let p = ac.read_policy("app").await;
+        assert!(
+            p.unwrap_err().is_not_allowed(),
+            "policy routes are not in the app's policy"
+        );
+    }
+    // delete the policy through node 1: denied everywhere
+    c.client(0).delete_policy("app").await.unwrap();
+    for i in 0..3 {
+        let ac = kes_client::Client::builder(vec![c.files.nodes[i].endpoint()])
+            .api_key(&app)
+            .ca_file(&c.files.ca_file)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match ac.generate_key("app-key", b"").await {
+                Err(e) if e.is_not_allowed() => break,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => panic!("node {} still allows the deleted policy: {other:?}", i + 1),
+            }
+        }
+    }
+    // admin-only routes refuse other identities, even with a policy allowing them
+    c.client(0)
+        .write_policy("ops", &["/v1/cluster/*".into(), "/v1/policy/*".into()], &[])
+        .await
+        .unwrap();
+    c.client(0)
+        .assign_policy("ops", &app.identity())
+        .await
+        .unwrap();
+    let ac = kes_client::Client::builder(vec![c.files.nodes[0].endpoint()])
+        .api_key(&app)
+        .ca_file(&c.files.ca_file)
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ac.cluster_status().await.unwrap_err().is_not_allowed());
+    assert!(ac
+        .write_policy("x", &[], &[])
+        .await
+        .unwrap_err()
+        .is_not_allowed());
+}
+
+#[tokio::test]
+async fn client_with_all_endpoints_survives_a_node_down() {
+    let mut c = cluster(3, "10s").await;
+    let all = c.client_for(&[0, 1, 2]);
+    all.create_key("mk").await.unwrap();
+    let d = all.generate_key("mk", b"c").await.unwrap();
+    let leader = c.wait_leader(10).await;
+    let victim = (leader + 1) % 3;
+    c.kill(victim);
+    for _ in 0..30 {
+        let g = all.generate_key("mk", b"c").await.unwrap();
+        assert_eq!(
+            all.decrypt("mk", &g.ciphertext.0, b"c").await.unwrap(),
+            g.plaintext.0
+        );
+        assert_eq!(
+            all.decrypt("mk", &d.ciphertext.0, b"c").await.unwrap(),
+            d.plaintext.0
+        );
+    }
+    all.create_key("while-down").await.unwrap();
+}
+
+#[tokio::test]
+async fn restarted_node_gets_the_cache_key_from_a_peer_while_the_keystore_is_gone() {
+    let mut c = cluster(3, "30s").await;
+    c.client(0).create_key("cached").await.unwrap();
+    let d = c.client(1).generate_key("cached", b"").await.unwrap();
+    // wait until the fill is replicated to every node
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = c.client(i).cluster_status().await.unwrap();
+            if st["keys"].as_u64() == Some(1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fill not replicated to node {}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // the keystore becomes unreachable: a file stands where its directory was
+    let keys = c.files.keystore_dir.clone();
+    let moved = keys.with_extension("away");
+    std::fs::rename(&keys, &moved).unwrap();
+    std::fs::write(&keys, b"not a directory").unwrap();
+    let victim = 2;
+    c.restart(victim);
+    c.wait_ready(victim, 30).await;
+    let log = c.log(victim);
+    assert!(
+        log.contains("received from a peer"),
+        "cache key must come from a peer:\n{log}"
+    );
+    let p = c
+        .client(victim)
+        .decrypt("cached", &d.ciphertext.0, b"")
+        .await
+        .unwrap();
+    assert_eq!(p, d.plaintext.0);
+    // creates fail cleanly (5xx) while the keystore is gone, and change nothing
+    let e = c.client(victim).create_key("nope").await.unwrap_err();
+    assert!(e.status().is_some_and(|s| s >= 500), "{e:?}");
+    std::fs::remove_file(&keys).unwrap();
+    std::fs::rename(&moved, &keys).unwrap();
+    c.client(victim).create_key("later").await.unwrap();
+    assert!(!c
+        .client(0)
+        .list_keys_all("")
+        .await
+        .unwrap()
+        .contains(&"nope".to_owned()));
+}
+
+#[tokio::test]
+async fn minority_node_serves_within_the_offline_window_then_503() {
+    let c = cluster(3, "3s").await;
+    c.client(0).create_key("k").await.unwrap();
+    let leader = c.wait_leader(10).await;
+    let lonely = (leader + 1) % 3;
+    let d = c.client(lonely).generate_key("k", b"").await.unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != lonely).collect();
+    for &i in &others {
+        c.signal(i, "STOP");
+    }
+    let cut = Instant::now();
+    // within the window: cached keys are served, writes are refused
+    let cl = c.client(lonely);
+    let p = cl.decrypt("k", &d.ciphertext.0, b"").await.unwrap();
+    assert_eq!(p, d.plaintext.0);
+    let e = cl.create_key("w").await.unwrap_err();
+    assert!(
+        e.status().is_some_and(|s| s >= 500),
+        "writes must fail with 5xx: {e:?}"
+    );
+    // after contact timeout + window: 503
+    let deadline = cut + Duration::from_secs(15);
+    loop {
+        match cl.generate_key("k", b"").await {
+            Err(e) if e.status() == Some(503) => break,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("still serving after the offline window: {other:?}"),
+        }
+    }
+    assert!(
+        cut.elapsed() >= Duration::from_secs(3),
+        "served less than the offline window"
+    );
+    assert!(
+        !matches!(cl.is_ready().await, Ok(true)),
+        "a cut-off node is not ready"
+    );
+    for &i in &others {
+        c.signal(i, "CONT");
+    }
+    c.wait_ready(lonely, 30).await;
+    cl.generate_key("k", b"").await.unwrap();
+}
+
+#[tokio::test]
+async fn membership_change_under_load_and_snapshot_catch_up() {
+    let mut c = ProcCluster::start_with_joiners(4, 3);
+    for i in 0..3 {
+        c.wait_ready(i, 30).await;
+    }
+    let admin = c.client_for(&[0, 1, 2]);
+    // more entries than a snapshot keeps behind it, so the joiner needs the snapshot
+    for i in 0..150 {
+        admin.create_key(&format!("pre-{i}")).await.unwrap();
+    }
+    // a client keeps using the cluster while membership changes
+    let load = {
+        let cl = c.client_for(&[0, 1, 2]);
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(8);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                let g = cl
+                    .generate_key("pre-0", b"l")
+                    .await
+                    .expect("generate during membership change");
+                let p = cl
+                    .decrypt("pre-0", &g.ciphertext.0, b"l")
+                    .await
+                    .expect("decrypt during membership change");
+                assert_eq!(p, g.plaintext.0);
+                n += 1;
+            }
+            n
+        })
+    };
+    // snapshot so the new node catches up through a snapshot install
+    let leader = c.wait_leader(10).await;
+    c.client(leader).cluster_snapshot().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_node(3);
+    let joiner = &c.files.nodes[3];
+    admin
+        .cluster_add(4, &format!("127.0.0.1:{}", joiner.peer_port), true)
+        .await
+        .unwrap();
+    c.wait_ready(3, 30).await;
+    let log = c.log(3);
+    assert!(
+        log.contains("snapshot installed"),
+        "the new node must catch up through a snapshot:\n{log}"
+    );
+    // the new node serves keys created before it joined
+    let g = c.client(3).generate_key("pre-7", b"").await.unwrap();
+    assert_eq!(
+        admin.decrypt("pre-7", &g.ciphertext.0, b"").await.unwrap(),
+        g.plaintext.0
+    );
+    // remove node 3 (not the leader if possible)
+    let leader = c.wait_leader(10).await;
+    let victim = if leader == 2 { 1 } else { 2 };
+    admin.cluster_remove(victim as u64 + 1).await.unwrap();
+    let st = c.client(3).cluster_status().await.unwrap();
+    let ids: Vec<u64> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&(victim as u64 + 1)), "{st}");
+    let n = load.await.unwrap();
+    assert!(n > 5, "load ran {n} rounds");
+}
