@@ -201,28 +201,52 @@ pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
     }
 }
 
-/// The access state from the replicated policies, with this node's admin.
-fn access_from_state(admin: &str, s: &kes_state::State) -> Access {
-    let policies = s.policies("").into_iter().filter_map(|name| {
-        let p = s.policy(&name)?;
-        Some((
-            name,
-            Policy {
-                allow: p.def.allow.clone(),
-                deny: p.def.deny.clone(),
-            },
-        ))
-    });
-    let assignments: Vec<(String, String)> = s
-        .identities("")
-        .into_iter()
-        .filter_map(|id| Some((id.clone(), s.assignment(&id)?.to_owned())))
-        .filter(|(id, _)| id != admin)
-        .collect();
-    Access::new(admin, policies, assignments).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "replicated policies are inconsistent; denying all but the admin");
-        Access::new(admin, std::iter::empty(), std::iter::empty()).unwrap_or_default()
-    })
+/// The replicated policies and assignments, as the access state needs them.
+#[derive(PartialEq)]
+struct PolicyView {
+    policies: Vec<(String, kes_state::PolicyDef)>,
+    assignments: Vec<(String, String)>,
+}
+
+impl PolicyView {
+    fn of(s: &kes_state::State) -> Self {
+        let policies = s
+            .policies("")
+            .into_iter()
+            .filter_map(|n| Some((n.clone(), s.policy(&n)?.def.clone())))
+            .collect();
+        let assignments = s
+            .identities("")
+            .into_iter()
+            .filter_map(|i| Some((i.clone(), s.assignment(&i)?.to_owned())))
+            .collect();
+        Self {
+            policies,
+            assignments,
+        }
+    }
+
+    /// The access state, with this node's admin.
+    fn access(&self, admin: &str) -> Access {
+        let policies = self.policies.iter().map(|(name, def)| {
+            (
+                name.clone(),
+                Policy {
+                    allow: def.allow.clone(),
+                    deny: def.deny.clone(),
+                },
+            )
+        });
+        let assignments = self
+            .assignments
+            .iter()
+            .filter(|(id, _)| id != admin)
+            .cloned();
+        Access::new(admin, policies, assignments).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "replicated policies are inconsistent; denying all but the admin");
+            Access::new(admin, std::iter::empty(), std::iter::empty()).unwrap_or_default()
+        })
+    }
 }
 
 /// Raft timing: heartbeats well inside the contact timeout, elections a few heartbeats later.
@@ -437,29 +461,12 @@ impl Server {
     /// Keeps the access state in step with the replicated policies.
     async fn sync_access(app: Arc<App>, cancel: CancellationToken) {
         let mut rx = app.cluster.state.applied_watch();
-        let mut last: Option<(
-            Vec<String>,
-            Vec<(String, String)>,
-            Vec<(String, kes_state::PolicyDef)>,
-        )> = None;
+        let mut last: Option<PolicyView> = None;
         loop {
-            let snapshot = app.cluster.state.read(|s| {
-                let names = s.policies("");
-                let defs = names
-                    .iter()
-                    .filter_map(|n| Some((n.clone(), s.policy(n)?.def.clone())))
-                    .collect::<Vec<_>>();
-                let ids = s
-                    .identities("")
-                    .into_iter()
-                    .filter_map(|i| Some((i.clone(), s.assignment(&i)?.to_owned())))
-                    .collect::<Vec<_>>();
-                (names, ids, defs)
-            });
-            if last.as_ref() != Some(&snapshot) {
-                let access = app.cluster.state.read(|s| access_from_state(&app.admin, s));
-                app.access.store(Arc::new(access));
-                last = Some(snapshot);
+            let view = app.cluster.state.read(PolicyView::of);
+            if last.as_ref() != Some(&view) {
+                app.access.store(Arc::new(view.access(&app.admin)));
+                last = Some(view);
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,

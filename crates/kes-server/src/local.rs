@@ -146,7 +146,7 @@ impl LocalCluster {
                 .map_err(cert_err)?;
             let name = crate::cluster::tls::node_name(id);
             let peer = peer_ca
-                .issue(&name, &[name.clone()], &lo, KeyKind::EcdsaP256)
+                .issue(&name, std::slice::from_ref(&name), &lo, KeyKind::EcdsaP256)
                 .map_err(cert_err)?;
             write(&node_dir.join("api.cert"), &api.cert_pem, false)?;
             write(&node_dir.join("api.key"), api.key_pem.as_bytes(), true)?;

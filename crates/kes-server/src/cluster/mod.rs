@@ -164,7 +164,7 @@ pub struct Cluster {
     cck: ArcSwapOption<Cck>,
     /// Unsealed keys by name, stamped with the (generation, stored_at) of the state entry they
     /// came from; a changed stamp means the entry changed and the copy is stale.
-    decoded: RwLock<HashMap<String, ((u64, u64), Arc<CachedKey>)>>,
+    decoded: RwLock<HashMap<String, (Stamp, Arc<CachedKey>)>>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Milliseconds since `epoch` when this node last heard from a leader (or a quorum).
     last_contact: AtomicU64,
@@ -173,6 +173,9 @@ pub struct Cluster {
     key_type: KeyType,
     seed: Seed,
 }
+
+/// (generation, stored_at) of the state entry an unsealed key came from.
+type Stamp = (u64, u64);
 
 /// What the configuration of the initialising node seeds the state with.
 #[derive(Clone, Debug, Default)]
