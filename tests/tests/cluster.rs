@@ -50,6 +50,96 @@ async fn key_created_on_one_node_works_everywhere_and_delete_is_seen_at_once() {
     // the reserved wrapping key never shows
     let names = c.client(0).list_keys_all("").await.unwrap();
     assert_eq!(names, vec!["dup".to_owned()]);
+
+    // No plaintext key material in any node's Raft log, snapshot or sled files: not the stored
+    // value, not the raw secret or HMAC key, in binary or base64.
+    for i in 0..3 {
+        c.client(i).generate_key("dup", b"").await.unwrap();
+    }
+    c.client(leader).cluster_snapshot().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stored = std::fs::read(c.files.keystore_dir.join("dup")).unwrap();
+    // KES's layout: base64(protobuf KeyVersion{1: SecretKey{1: key}, 2: HMACKey{1: key}}).
+    let pb = kes_types::b64::decode(std::str::from_utf8(&stored).unwrap()).unwrap();
+    assert_eq!(&pb[..4], &[0x0a, pb[1], 0x0a, 0x20], "secret key field");
+    let secret = pb[4..36].to_vec();
+    let h = 2 + pb[1] as usize;
+    assert_eq!(
+        &pb[h..h + 4],
+        &[0x12, pb[h + 1], 0x0a, 0x20],
+        "hmac key field"
+    );
+    let hmac = pb[h + 4..h + 36].to_vec();
+    let needles = vec![
+        stored.clone(),
+        pb.clone(),
+        secret.clone(),
+        b64(&secret).into_bytes(),
+        hmac,
+    ];
+    let mut scanned = 0;
+    for node in &c.files.nodes {
+        for file in walk(&node.data_dir) {
+            let data = std::fs::read(&file).unwrap();
+            scanned += data.len();
+            for n in &needles {
+                assert!(
+                    !data.windows(n.len()).any(|w| w == n.as_slice()),
+                    "key material found in {}",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 0, "nothing scanned");
+
+    // The node-to-node port refuses KES client certificates, even the admin's.
+    let peer_url = format!(
+        "https://127.0.0.1:{}/cluster/cck",
+        c.files.nodes[0].peer_port
+    );
+    let cert = ClientCert::from_api_key(&c.files.api_key);
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in ["ca.cert", "cluster-ca.cert"] {
+        let pem = std::fs::read(c.files.dir.join(ca)).unwrap();
+        for der in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            let der: rustls::pki_types::CertificateDer = der.unwrap();
+            roots.add(der).unwrap();
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            cert.certs.clone(),
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_der.clone()).unwrap(),
+        )
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .danger_accept_invalid_hostnames(true)
+        .build()
+        .unwrap();
+    let r = http.post(&peer_url).body(vec![0xc0]).send().await;
+    assert!(
+        r.is_err(),
+        "the cluster port answered a KES client: {:?}",
+        r.map(|r| r.status())
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[tokio::test]
@@ -176,6 +266,24 @@ async fn policy_changes_apply_on_every_node() {
         .await
         .unwrap_err()
         .is_not_allowed());
+
+    // leadership moves to the node asked for
+    let leader = c.wait_leader(10).await;
+    let target = (leader + 1) % 3;
+    c.client(leader)
+        .cluster_transfer_leader(target as u64 + 1)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.leader(target).await != Some(target) {
+        assert!(
+            Instant::now() < deadline,
+            "node {} did not take over",
+            target + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.client(target).create_key("after-transfer").await.unwrap();
 }
 
 #[tokio::test]
