@@ -41,11 +41,18 @@ fn start_dev() -> Dev {
     );
     assert!(api_key.starts_with("kes:v1:"), "banner shows the API key");
     wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), 10);
-    Dev {
+    let dev = Dev {
         server,
         endpoint,
         api_key,
+    };
+    // The node answers 503 until it has elected itself and created its cache key.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !kes(&dev, &["key", "ls"]).ok {
+        assert!(std::time::Instant::now() < deadline, "dev server never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    dev
 }
 
 struct Out {
