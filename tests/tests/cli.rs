@@ -48,8 +48,14 @@ fn start_dev() -> Dev {
     };
     // The node answers 503 until it has elected itself and created its cache key.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !kes(&dev, &["key", "dek", "no-such-key"]).stderr.contains("key does not exist") {
-        assert!(std::time::Instant::now() < deadline, "dev server never became ready");
+    while !kes(&dev, &["key", "dek", "no-such-key"])
+        .stderr
+        .contains("key does not exist")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev server never became ready"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     dev
