@@ -375,14 +375,7 @@ impl Child {
     }
 }
 
-/// A free loopback port (bound and released; good enough for tests on loopback).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use kes_testkit::free_port;
 
 /// Waits until a TCP connection to `addr` succeeds.
 pub fn wait_listening(addr: SocketAddr, secs: u64) {

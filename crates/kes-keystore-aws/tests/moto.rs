@@ -2,20 +2,18 @@
 //! and without a customer KMS key, compatibility with KES's storage layout in both directions,
 //! and outages.
 //!
-//! Each test starts its own server (see `common`); without `tests/services.sh install` they
+//! Each test starts its own server (see `kes-testkit`); without `tests/services.sh install` they
 //! print SKIPPED, unless `KES_REQUIRE_SERVICES=1`.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use base64::Engine as _;
-use common::Moto;
 use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::conformance::{self, Options};
 use kes_keystore::{KeyStore, StoreError};
 use kes_keystore_aws::{AwsStore, Limits, MAX_SECRET_LEN};
+use kes_testkit::Moto;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;

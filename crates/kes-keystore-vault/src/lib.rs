@@ -298,6 +298,14 @@ fn is_transit_ciphertext(value: &str) -> bool {
         })
 }
 
+/// Separates Vault's `400 Bad Request` answers (their error texts) from every other failure.
+fn bad_request(e: ClientError) -> Result<String, ClientError> {
+    match e {
+        ClientError::APIError { code: 400, errors } => Ok(errors.join("; ")),
+        other => Err(other),
+    }
+}
+
 impl VaultStore {
     /// Connects with the default [`Limits`]; see [`VaultStore::connect_with`].
     pub async fn connect(cfg: &VaultConfig) -> Result<VaultStore, StoreError> {
@@ -645,14 +653,14 @@ impl Inner {
                 vaultrs::auth::kubernetes::login(&call, engine, role, &jwt).await
             }
         };
-        result.map_err(|e| match classify(e, Op::Read) {
-            // A refused login is the configuration's fault, not a missing key.
-            StoreError::NotFound => StoreError::Denied("vault auth method not found".into()),
-            StoreError::Unavailable {
-                retryable: false,
-                message,
-            } if message.contains("400") => StoreError::Denied(message),
-            other => other,
+        result.map_err(|e| match bad_request(e) {
+            // Vault answers a login with wrong credentials with 400.
+            Ok(message) => StoreError::Denied(format!("vault refused the login: {message}")),
+            Err(e) => match classify(e, Op::Read) {
+                // A missing auth mount is the configuration's fault, not a missing key.
+                StoreError::NotFound => StoreError::Denied("vault auth method not found".into()),
+                other => other,
+            },
         })
     }
 
@@ -763,7 +771,12 @@ impl Inner {
             .run(Op::Read, move |c| {
                 let (engine, key, ct) = (engine.clone(), key.clone(), Arc::clone(&stored));
                 Box::pin(async move {
-                    vaultrs::transit::data::decrypt(&c, &engine, &key, &ct, None).await
+                    // Transit answers 400 for a ciphertext it cannot decrypt: an answer about
+                    // the entry, kept apart from failures of the request.
+                    match vaultrs::transit::data::decrypt(&c, &engine, &key, &ct, None).await {
+                        Ok(out) => Ok(Ok(out)),
+                        Err(e) => bad_request(e).map(Err),
+                    }
                 })
             })
             .await
@@ -771,14 +784,10 @@ impl Inner {
                 StoreError::NotFound => {
                     StoreError::unavailable(false, "vault transit key not found")
                 }
-                // Transit answers 400 for a ciphertext it cannot decrypt.
-                StoreError::Unavailable {
-                    retryable: false,
-                    message,
-                } if message.contains("400") => StoreError::Invalid(format!(
-                    "vault transit cannot decrypt the entry: {message}"
-                )),
                 other => other,
+            })?
+            .map_err(|message| {
+                StoreError::Invalid(format!("vault transit cannot decrypt the entry: {message}"))
             })?;
         let plaintext = Zeroizing::new(out.plaintext);
         base64::engine::general_purpose::STANDARD
@@ -916,29 +925,28 @@ impl KeyStore for VaultStore {
                             let data = HashMap::from([(name.as_str(), stored.as_str())]);
                             let cas =
                                 vaultrs::api::kv2::requests::SetSecretRequestOptions { cas: 0 };
-                            vaultrs::kv2::set_with_options(&c, &engine, &path, &data, cas)
+                            match vaultrs::kv2::set_with_options(&c, &engine, &path, &data, cas)
                                 .await
-                                .map(|_| ())
+                            {
+                                Ok(_) => Ok(Ok(())),
+                                Err(e) => bad_request(e).map(Err),
+                            }
                         })
                     })
-                    .await;
+                    .await?;
                 match written {
                     Ok(()) => Ok(()),
                     // Vault answers a failed check-and-set with a plain 400. Whether it was
-                    // that, and not some other rejection, is settled by looking, instead of
-                    // by matching the message text.
-                    Err(
-                        e @ StoreError::Unavailable {
-                            retryable: false, ..
-                        },
-                    ) => {
-                        if inner.exists(key).await? {
-                            Err(StoreError::AlreadyExists)
-                        } else {
-                            Err(e)
-                        }
+                    // that, and not some other rejection, is settled by looking rather than by
+                    // matching the message text.
+                    Err(message) if inner.exists(key).await? => {
+                        tracing::debug!(key = %key, %message, "create lost the check-and-set");
+                        Err(StoreError::AlreadyExists)
                     }
-                    Err(e) => Err(e),
+                    Err(message) => Err(StoreError::unavailable(
+                        false,
+                        format!("vault rejected the create: {message}"),
+                    )),
                 }
             }
         }

@@ -2,21 +2,19 @@
 //! layout, compatibility with KES's exact storage layout in both directions, authentication
 //! (AppRole renewal and re-login, namespaces, client certificates), and outages.
 //!
-//! Each test starts its own server (see `common`); without `tests/services.sh install` they
+//! Each test starts its own server (see `kes-testkit`); without `tests/services.sh install` they
 //! print SKIPPED, unless `KES_REQUIRE_SERVICES=1`.
 
 // Test code: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use base64::Engine as _;
-use common::Bao;
-use kes_config::{KvVersion, VaultAppRole, VaultConfig, VaultTransit};
+use kes_config::{KvVersion, VaultAppRole, VaultConfig, VaultKubernetes, VaultTransit};
 use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::conformance::{self, Options};
 use kes_keystore::{KeyStore, StoreError, MAX_VALUE_LEN};
 use kes_keystore_vault::{ConnectOptions, Limits, VaultStore};
+use kes_testkit::Bao;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -227,15 +225,29 @@ async fn approle_renewal_and_relogin() {
     let store = VaultStore::connect(&cfg).await.unwrap();
     store.create("renewed", b"value").await.unwrap();
 
-    // Well past the maximum TTL, with requests all along.
+    // Well past the maximum TTL, with requests all along. Vault's view of the AppRole tokens
+    // shows that they were renewed and that new ones replaced them.
     let until = Instant::now() + Duration::from_secs(12);
     let mut reads = 0;
+    let mut tokens = std::collections::BTreeSet::new();
+    let mut renewed = false;
     while Instant::now() < until {
         assert_eq!(store.get("renewed").await.unwrap(), b"value");
         reads += 1;
+        if reads % 4 == 0 {
+            for (accessor, info) in approle_tokens(&bao).await {
+                renewed |= !info["last_renewal_time"].is_null();
+                tokens.insert(accessor);
+            }
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(reads > 20);
+    assert!(renewed, "no AppRole token was ever renewed");
+    assert!(
+        tokens.len() >= 3,
+        "tokens seen over 12 s with a 5 s max TTL: {tokens:?}"
+    );
 
     // Revoke every token AppRole has issued: the next request is refused once, the store logs
     // in again, and the request succeeds.
@@ -268,6 +280,30 @@ async fn approle_renewal_and_relogin() {
         Err(StoreError::Denied(_)) => {}
         r => panic!("login with a wrong secret id: {r:?}"),
     }
+}
+
+/// The live tokens AppRole issued, as (accessor, lookup data).
+async fn approle_tokens(bao: &Bao) -> Vec<(String, Value)> {
+    let listed = bao
+        .ok("LIST", "auth/token/accessors", Value::Null)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for accessor in listed["data"]["keys"].as_array().unwrap() {
+        let (code, info) = bao
+            .api(
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(json!({"accessor": accessor})),
+            )
+            .await
+            .unwrap();
+        // Tokens expire between the listing and the lookup.
+        if code == 200 && info["data"]["path"] == "auth/approle/login" {
+            out.push((accessor.as_str().unwrap().to_owned(), info["data"].clone()));
+        }
+    }
+    out
 }
 
 fn key_value() -> (KeyVersion, Vec<u8>) {
@@ -419,6 +455,19 @@ async fn kes_transit_compatibility() {
     .unwrap();
     assert_eq!(store.get("unwrapped").await.unwrap(), plain_encoded);
 
+    // A ciphertext transit cannot decrypt is an invalid entry, not an outage.
+    bao.ok(
+        "PUT",
+        "kv2/data/kes/tampered",
+        json!({"data": {"tampered": "vault:v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}),
+    )
+    .await
+    .unwrap();
+    match store.get("tampered").await {
+        Err(StoreError::Invalid(_)) => {}
+        r => panic!("undecryptable entry: {r:?}"),
+    }
+
     // Without transit configured, a wrapped entry is refused rather than returned as the key.
     let plain_store = connect(&bao, &bao.config("kv2", KvVersion::V2)).await;
     match plain_store.get("to-kes").await {
@@ -523,4 +572,142 @@ async fn outage_and_recovery() {
     bao.unseal().await.unwrap();
     assert_eq!(store.get("after-restart").await.unwrap(), b"v2");
     store.status().await.unwrap();
+}
+
+/// A stand-in for the Kubernetes API server: answers every TokenReview with `user`
+/// authenticated, which is all OpenBao's kubernetes auth method asks of it.
+async fn fake_kubernetes_api(user: &'static str, uid: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request head and body; a TokenReview is small.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = conn.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(head_end) = text.find("\r\n\r\n") {
+                        let len = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= head_end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = json!({
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "status": {
+                        "authenticated": true,
+                        "user": {"username": user, "uid": uid, "groups": ["system:serviceaccounts"]}
+                    }
+                })
+                .to_string();
+                let resp = format!(
+                    "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A service-account JWT as Kubernetes issues it. Only the claims matter: OpenBao asks the
+/// TokenReview API (the fake above) whether the token is valid.
+fn service_account_jwt(namespace: &str, name: &str, uid: &str) -> String {
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = url.encode(json!({"alg": "RS256", "typ": "JWT"}).to_string());
+    let claims = url.encode(
+        json!({
+            "iss": "kubernetes/serviceaccount",
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+            "kubernetes.io/serviceaccount/namespace": namespace,
+            "kubernetes.io/serviceaccount/service-account.name": name,
+            "kubernetes.io/serviceaccount/service-account.uid": uid,
+            "kubernetes.io/serviceaccount/secret.name": format!("{name}-token"),
+        })
+        .to_string(),
+    );
+    format!("{header}.{claims}.{}", url.encode([7u8; 256]))
+}
+
+/// Kubernetes auth with the JWT in a file (re-read at each login, as KES does).
+#[tokio::test(flavor = "multi_thread")]
+async fn kubernetes_login() {
+    let Some(bao) = Bao::dev().await else { return };
+    bao.mount("kv2", "kv", Some("2")).await.unwrap();
+    // For the policy only; the role is not used.
+    approle(
+        &bao,
+        None,
+        &["kv2/data/kes/*", "kv2/metadata/kes/*", "kv2/metadata/kes"],
+        "1h",
+        "2h",
+    )
+    .await;
+    let k8s_port = fake_kubernetes_api("system:serviceaccount:minio:kes", "uid-1").await;
+    bao.ok("POST", "sys/auth/kubernetes", json!({"type": "kubernetes"}))
+        .await
+        .unwrap();
+    bao.ok(
+        "POST",
+        "auth/kubernetes/config",
+        json!({
+            "kubernetes_host": format!("http://127.0.0.1:{k8s_port}"),
+            "disable_local_ca_jwt": true,
+            // Required with disable_local_ca_jwt, unused over plain HTTP.
+            "kubernetes_ca_cert": kes_tls::certgen::TestCa::new().unwrap().ca_pem(),
+        }),
+    )
+    .await
+    .unwrap();
+    bao.ok(
+        "POST",
+        "auth/kubernetes/role/kes",
+        json!({
+            "bound_service_account_names": ["kes"],
+            "bound_service_account_namespaces": ["minio"],
+            "token_policies": ["kes"],
+            "token_ttl": "1h"
+        }),
+    )
+    .await
+    .unwrap();
+
+    let jwt_file = bao.dir.path().join("token");
+    std::fs::write(&jwt_file, service_account_jwt("minio", "kes", "uid-1")).unwrap();
+    let mut cfg = bao.config("kv2", KvVersion::V2);
+    cfg.kubernetes = Some(VaultKubernetes {
+        namespace: String::new(),
+        engine: "kubernetes".into(),
+        role: "kes".into(),
+        jwt: jwt_file.to_str().unwrap().to_owned(),
+    });
+    let store = VaultStore::connect(&cfg).await.unwrap();
+    store.create("via-kubernetes", b"v").await.unwrap();
+    assert_eq!(store.get("via-kubernetes").await.unwrap(), b"v");
+
+    // A service account the role does not bind is refused at login.
+    std::fs::write(&jwt_file, service_account_jwt("other", "kes", "uid-1")).unwrap();
+    match VaultStore::connect(&cfg).await {
+        Err(StoreError::Denied(_)) => {}
+        r => panic!("login as an unbound service account: {r:?}"),
+    }
 }

@@ -1,133 +1,15 @@
 //! moto servers for tests: started from the virtualenv `tests/services.sh install` creates,
 //! on a free loopback port, one per test, and killed when the test ends, even if the test
-//! process itself dies (see [`Proc`]). The process handling matches the Vault crate's tests.
+//! process itself dies (see [`crate::Proc`]).
 
-// Test support: a panic is how a test fails.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
+use crate::{free_port, service_bin, Proc};
 use anyhow::{bail, Context, Result};
 use kes_config::AwsConfig;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub const REGION: &str = "us-east-1";
-
-/// The services virtualenv: `$KES_SERVICES_VENV`, else `<workspace>/target/services-venv`.
-fn venv() -> PathBuf {
-    std::env::var_os("KES_SERVICES_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/services-venv"))
-}
-
-/// The path of a program from the virtualenv, or `None` when the test should be skipped.
-/// With `KES_REQUIRE_SERVICES` set (to anything but `0`), a missing program fails the test.
-pub fn service_bin(name: &str) -> Option<PathBuf> {
-    let path = venv().join("bin").join(name);
-    if path.is_file() {
-        return Some(path);
-    }
-    let required = std::env::var("KES_REQUIRE_SERVICES").is_ok_and(|v| !v.is_empty() && v != "0");
-    if required {
-        panic!(
-            "{} is missing and KES_REQUIRE_SERVICES is set: run `tests/services.sh install`",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: {} not found; run `tests/services.sh install` to test against a real server",
-        path.display()
-    );
-    None
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A server process under a tiny shell watchdog: the shell starts the server in the
-/// background, prints its pid, and kills it once its own stdin closes, which happens when this
-/// handle is dropped or when the test process exits for any reason.
-pub struct Proc {
-    watchdog: Child,
-    pub pid: u32,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(log: &Path, program: &Path, args: &[String]) -> Result<Proc> {
-        let mut watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(r#"log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!; read _; kill -9 $! 2>/dev/null; wait"#)
-            .arg("sh")
-            .arg(log)
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("spawning {}", program.display()))?;
-        let stdout = watchdog.stdout.take().context("watchdog stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let pid = line
-            .trim()
-            .parse()
-            .with_context(|| format!("pid from {line:?}"))?;
-        Ok(Proc {
-            watchdog,
-            pid,
-            log: log.to_owned(),
-        })
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{sig} {} failed", self.pid);
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.watchdog.try_wait(), Ok(None))
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Kills the server (SIGKILL, so nothing is flushed that a crash would not flush) and
-    /// waits until it is gone.
-    pub fn kill(&mut self) {
-        if self.watchdog.stdin.is_none() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(self.pid.to_string())
-            .stderr(Stdio::null())
-            .status();
-        drop(self.watchdog.stdin.take());
-        let _ = self.watchdog.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// One moto server: Secrets Manager and KMS, in memory.
 pub struct Moto {
