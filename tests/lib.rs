@@ -409,20 +409,31 @@ impl ProcCluster {
     }
 
     fn generate(total: u64, initial: u64, offline: &str, extra_yaml: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = (0..total).map(|_| (free_port(), free_port())).collect();
-        let opts = kes_server::local::LocalOptions {
+        Self::start_with(kes_server::local::LocalOptions {
             nodes: total,
             offline: offline.into(),
             extra_yaml: extra_yaml.into(),
-            ports: Some(ports),
             initial_members: Some(initial),
             ..Default::default()
-        };
+        })
+    }
+
+    /// Generates configurations from `opts` (on free ports unless it names ports) and starts
+    /// the initial members.
+    pub fn start_with(mut opts: kes_server::local::LocalOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if opts.ports.is_none() {
+            opts.ports = Some(
+                (0..opts.nodes)
+                    .map(|_| (free_port(), free_port()))
+                    .collect(),
+            );
+        }
+        let initial = opts.initial_members.unwrap_or(opts.nodes);
         let files = kes_server::local::LocalCluster::generate(dir.path(), &opts).unwrap();
         let mut c = Self {
             files,
-            procs: (0..total).map(|_| None).collect(),
+            procs: (0..opts.nodes).map(|_| None).collect(),
             _dir: dir,
         };
         for i in 0..initial as usize {

@@ -2,7 +2,8 @@
 # The whole test suite, with its set-up, on a fresh machine:
 #   tests/run.sh            unit, property, conformance and integration tests, then a fuzz smoke
 #   FUZZ_SECONDS=0 tests/run.sh   skips the fuzz smoke
-# Everything it installs goes under target/ (tools) or ~/.cargo (cargo-fuzz).
+# Everything it installs goes under target/ (tools, the OpenBao/moto virtualenv) or ~/.cargo
+# (cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,12 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "build (dev profile, all targets)"
 cargo build --workspace --all-targets --locked
+
+# OpenBao and moto for the Vault and AWS backends (a virtualenv under target/); the tests start
+# and stop their own servers from it, and fail rather than skip when it is missing.
+step "external keystores for the backend tests (OpenBao, moto)"
+tests/services.sh install
+export KES_REQUIRE_SERVICES=1
 
 step "tests"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"

@@ -107,8 +107,7 @@ async fn conformance_kv1_transit() {
     conformance::run_all_with(store, suite(true)).await;
 }
 
-/// Sets up AppRole at `auth/approle` in `ns` (root when `None`) with a policy on `paths`, and
-/// returns the role and secret ids.
+/// Sets up AppRole in `ns` (see `Bao::approle`).
 async fn approle(
     bao: &Bao,
     ns: Option<&str>,
@@ -116,47 +115,7 @@ async fn approle(
     ttl: &str,
     max_ttl: &str,
 ) -> (String, String) {
-    let call = |method: &'static str, path: String, body: Value| async move {
-        let (code, v) = match ns {
-            Some(ns) => bao.api_ns(ns, method, &path, Some(body)).await.unwrap(),
-            None => bao.api(method, &path, Some(body)).await.unwrap(),
-        };
-        assert!((200..300).contains(&code), "{method} {path}: {code} {v}");
-        v
-    };
-    call(
-        "POST",
-        "sys/auth/approle".into(),
-        json!({"type": "approle"}),
-    )
-    .await;
-    let policy: String = paths
-        .iter()
-        .map(|p| format!("path \"{p}\" {{ capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }}\n"))
-        .collect();
-    call(
-        "PUT",
-        "sys/policies/acl/kes".into(),
-        json!({"policy": policy}),
-    )
-    .await;
-    call(
-        "POST",
-        "auth/approle/role/kes".into(),
-        json!({"token_policies": ["kes"], "token_ttl": ttl, "token_max_ttl": max_ttl}),
-    )
-    .await;
-    let role_id = call("GET", "auth/approle/role/kes/role-id".into(), Value::Null).await["data"]
-        ["role_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let secret_id = call("POST", "auth/approle/role/kes/secret-id".into(), json!({})).await["data"]
-        ["secret_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (role_id, secret_id)
+    bao.approle(ns, paths, ttl, max_ttl).await.unwrap()
 }
 
 fn approle_cfg(role_id: &str, secret_id: &str) -> Option<VaultAppRole> {

@@ -205,6 +205,7 @@ pub fn metrics(app: &App) -> String {
             );
         }
     }
+    app.cluster.kms.render(&mut out);
     out
 }
 

@@ -146,26 +146,48 @@ fn go_arch() -> &'static str {
 }
 
 /// Builds the keystore a configuration names.
-pub fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, ServerError> {
+///
+/// A backend that cannot be reached now (the filesystem path missing, Vault down or sealed)
+/// does not stop the node: it starts, serves what the cluster has cached, and opens the store
+/// once it answers. A configuration the backend refuses (bad credentials, an invalid setting)
+/// is an error at start, as in KES.
+pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, ServerError> {
     match cfg {
         KeystoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
         KeystoreConfig::Fs { path } => match FsStore::open(path.clone()) {
             Ok(s) => Ok(Arc::new(s)),
-            // A node restarted while its keystore is unreachable must still start and serve
-            // what the cluster has cached; the store is opened on first successful use.
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(path = %path.display(), error = %e, "keystore not available yet; will retry");
                 let path = path.clone();
                 Ok(Arc::new(lazy::LazyStore::new("fs", move || {
-                    FsStore::open(path.clone()).map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                    let path = path.clone();
+                    Box::pin(async move {
+                        FsStore::open(path).map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                    })
                 })))
             }
             Err(e) => Err(e.into()),
         },
-        KeystoreConfig::Vault(_) => Err(ServerError::UnsupportedKeystore("vault".into())),
-        KeystoreConfig::AwsSecretsManager(_) => Err(ServerError::UnsupportedKeystore(
-            "aws.secretsmanager".into(),
-        )),
+        KeystoreConfig::Vault(v) => match kes_keystore_vault::VaultStore::connect(v).await {
+            Ok(s) => Ok(Arc::new(s)),
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(endpoint = %v.endpoint, error = %e, "vault not reachable yet; will retry");
+                let v = v.clone();
+                Ok(Arc::new(lazy::LazyStore::new("vault", move || {
+                    let v = v.clone();
+                    Box::pin(async move {
+                        kes_keystore_vault::VaultStore::connect(&v)
+                            .await
+                            .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                    })
+                })))
+            }
+            Err(e) => Err(e.into()),
+        },
+        // Builds a client only; nothing is sent until the first call.
+        KeystoreConfig::AwsSecretsManager(a) => {
+            Ok(Arc::new(kes_keystore_aws::AwsStore::connect(a).await?))
+        }
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
     }
 }
@@ -285,7 +307,7 @@ impl Server {
         cert: Option<CertSource>,
         logs: LogHub,
     ) -> Result<Self, ServerError> {
-        let store = open_keystore(&cfg.keystore)?;
+        let store = open_keystore(&cfg.keystore).await?;
         Self::with_store(cfg, cert, logs, store).await
     }
 
@@ -380,7 +402,7 @@ impl Server {
             state,
             peers,
             store,
-            cfg.cache.offline,
+            cfg.cache,
             key_type,
             seed_from_config(cfg),
         );
@@ -484,6 +506,7 @@ impl Server {
         let app = Arc::clone(&self.app);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
+        tasks.spawn(Arc::clone(&app.cluster).run_kms(shutdown.child_token()));
         tasks.spawn(Self::sync_access(Arc::clone(&app), shutdown.child_token()));
         tasks.spawn(Self::create_configured_keys(
             Arc::clone(&app),

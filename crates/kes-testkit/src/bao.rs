@@ -342,6 +342,51 @@ impl Bao {
         Ok(())
     }
 
+    /// Sets up AppRole at `auth/approle` in `ns` (root when `None`) with a policy `kes` that
+    /// allows everything on `paths`; returns the role and secret ids.
+    pub async fn approle(
+        &self,
+        ns: Option<&str>,
+        paths: &[&str],
+        ttl: &str,
+        max_ttl: &str,
+    ) -> Result<(String, String)> {
+        let call = |method: &'static str, path: &'static str, body: Value| async move {
+            let (code, v) = match ns {
+                Some(ns) => self.api_ns(ns, method, path, Some(body)).await?,
+                None => self.api(method, path, Some(body)).await?,
+            };
+            if !(200..300).contains(&code) {
+                bail!("{method} {path}: {code} {v}");
+            }
+            Ok(v)
+        };
+        call("POST", "sys/auth/approle", json!({"type": "approle"})).await?;
+        let policy: String = paths
+            .iter()
+            .map(|p| format!("path \"{p}\" {{ capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }}\n"))
+            .collect();
+        call("PUT", "sys/policies/acl/kes", json!({"policy": policy})).await?;
+        call(
+            "POST",
+            "auth/approle/role/kes",
+            json!({"token_policies": ["kes"], "token_ttl": ttl, "token_max_ttl": max_ttl}),
+        )
+        .await?;
+        let role = call("GET", "auth/approle/role/kes/role-id", Value::Null).await?;
+        let secret = call("POST", "auth/approle/role/kes/secret-id", json!({})).await?;
+        Ok((
+            role["data"]["role_id"]
+                .as_str()
+                .context("role_id")?
+                .to_owned(),
+            secret["data"]["secret_id"]
+                .as_str()
+                .context("secret_id")?
+                .to_owned(),
+        ))
+    }
+
     /// The store config for a mount, with this server's address and TLS files.
     pub fn config(&self, engine: &str, version: KvVersion) -> VaultConfig {
         VaultConfig {

@@ -17,6 +17,7 @@
 //! starting node gets it from a live peer, else by unwrapping through the keystore, else it stays
 //! sealed and keeps trying.
 
+pub mod kms;
 pub mod net;
 pub mod rpc;
 pub mod tls;
@@ -26,16 +27,18 @@ use crate::keys::CachedKey;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use arc_swap::ArcSwapOption;
+use kes_config::CacheConfig;
 use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::{KeyStore, ListPage, StoreError, StoreStatus, MAX_LIST_PAGE};
 use kes_raft::types::{NodeId, Raft};
 use kes_state::{Command, Outcome, State};
+use kms::{KmsHealth, MeteredStore};
 use net::{PeerError, Peers, PEER_TIMEOUT};
 use openraft::BasicNode;
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +57,14 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How often a sealed node retries getting the cluster cache key.
 pub const UNSEAL_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest wait for the KMS when a request re-confirms a cached key; past it the KMS counts as
+/// unreachable and the cached key is served under the offline rules.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a leader keeps checking, after a create whose outcome the KMS left unknown, whether
+/// the key arrived in the KMS, so that it ends up in both the KMS and the cache or in neither.
+pub const RECONCILE_FOR: Duration = Duration::from_secs(30 * 60);
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -160,18 +171,54 @@ pub struct Cluster {
     pub raft: Raft,
     pub state: Arc<kes_raft::StateHandle>,
     pub peers: Option<Arc<Peers>>,
+    /// The KMS, metered: every call updates [`Cluster::kms`].
     pub store: Arc<dyn KeyStore>,
+    pub kms: Arc<KmsHealth>,
     cck: ArcSwapOption<Cck>,
     /// Unsealed keys by name, stamped with the (generation, stored_at) of the state entry they
     /// came from; a changed stamp means the entry changed and the copy is stale.
     decoded: RwLock<HashMap<String, (Stamp, Arc<CachedKey>)>>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Names being re-confirmed in the background.
+    refreshing: Mutex<HashSet<String>>,
     /// Milliseconds since `epoch` when this node last heard from a leader (or a quorum).
     last_contact: AtomicU64,
     epoch: Instant,
-    offline_window: Duration,
+    /// `cache.expiry` with KES's defaults applied; `offline` also bounds how long a node cut
+    /// off from the majority keeps serving.
+    expiry: CacheConfig,
     key_type: KeyType,
     seed: Seed,
+}
+
+/// A cached key found on this node, with what its expiry depends on.
+struct Hit {
+    key: Arc<CachedKey>,
+    /// When the KMS last confirmed it (wall clock, ms).
+    confirmed_at_ms: u64,
+    /// `stored_at_ms` of its state entry, 0 for a key read from the KMS whose fill is not
+    /// applied yet.
+    stored_at_ms: u64,
+}
+
+/// Whether a cached key may be served as it is.
+#[derive(Debug, PartialEq, Eq)]
+enum Freshness {
+    Fresh,
+    /// Fresh, but past three quarters of `any`: served, and re-confirmed in the background.
+    Refresh,
+    /// Past `any` since its confirmation, or unused here for `unused`: re-confirm first.
+    Stale,
+}
+
+/// What the KMS said about a cached key.
+enum Confirmation {
+    Same,
+    /// Gone from the KMS.
+    Gone,
+    /// The KMS holds other material under the name.
+    Changed,
+    Unreachable,
 }
 
 /// (generation, stored_at) of the state entry an unsealed key came from.
@@ -193,22 +240,26 @@ impl Cluster {
         state: Arc<kes_raft::StateHandle>,
         peers: Option<Arc<Peers>>,
         store: Arc<dyn KeyStore>,
-        offline_window: Duration,
+        cache: CacheConfig,
         key_type: KeyType,
         seed: Seed,
     ) -> Arc<Self> {
+        let metered = MeteredStore::new(store);
+        let kms = Arc::clone(metered.health());
         let c = Arc::new(Self {
             id,
             raft,
             state,
             peers,
-            store,
+            store: Arc::new(metered),
+            kms,
             cck: ArcSwapOption::empty(),
             decoded: RwLock::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashSet::new()),
             last_contact: AtomicU64::new(0),
             epoch: Instant::now(),
-            offline_window,
+            expiry: cache.effective(),
             key_type,
             seed,
         });
@@ -236,7 +287,7 @@ impl Cluster {
         if self.is_sealed() {
             return Serving::Sealed;
         }
-        let grace = CONTACT_TIMEOUT + self.offline_window;
+        let grace = CONTACT_TIMEOUT + self.expiry.offline;
         if self.since_contact() > grace {
             return Serving::CutOff;
         }
@@ -387,15 +438,44 @@ impl Cluster {
         }
     }
 
-    /// The key `name` for crypto operations, from the local replica; a miss reads the
-    /// keystore and proposes a fill.
+    /// Milliseconds since this node started, the clock of `CachedKey::last_used`.
+    fn clock_ms(&self) -> u64 {
+        // Never 0, which marks a key not used since it was unsealed here.
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The key `name` for crypto operations, from the local replica.
+    ///
+    /// Expiry (see the README's "Cache and KMS outages"): a key is served as it is while the KMS
+    /// confirmed it within `cache.expiry.any` and it was used on this node within
+    /// `cache.expiry.unused`. Otherwise it is re-confirmed against the KMS first: gone from the
+    /// KMS means 404 and eviction everywhere, other material means a fresh read. When the KMS
+    /// is unreachable it is served unconfirmed until the outage has lasted
+    /// `cache.expiry.offline`, then refused with 504. A miss reads the KMS and proposes a
+    /// fill; during an outage it fails at once with 504.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         if name == WRAPPING_KEY {
             return Err(ApiError::KeyNotFound);
         }
         self.check_serving()?;
-        if let Some(k) = self.local(name) {
-            return Ok(k);
+        let now = self.clock_ms();
+        if let Some(hit) = self.local(name) {
+            match self.freshness(&hit, now) {
+                Freshness::Fresh => {
+                    hit.key.touch(now);
+                    return Ok(hit.key);
+                }
+                Freshness::Refresh => {
+                    hit.key.touch(now);
+                    self.refresh_in_background(name, &hit);
+                    return Ok(hit.key);
+                }
+                Freshness::Stale => {
+                    if self.kms.is_down() {
+                        return self.serve_offline(hit, now);
+                    }
+                }
+            }
         }
         let gate = {
             let mut inflight = self.inflight.lock();
@@ -403,10 +483,7 @@ impl Cluster {
         };
         let result = {
             let _guard = gate.lock().await;
-            match self.local(name) {
-                Some(k) => Ok(k),
-                None => self.fetch(name).await,
-            }
+            self.get_gated(name).await
         };
         {
             let mut inflight = self.inflight.lock();
@@ -417,45 +494,198 @@ impl Cluster {
         result
     }
 
-    /// A key from the local state or from an earlier keystore read still valid for it.
-    fn local(&self, name: &str) -> Option<Arc<CachedKey>> {
-        let (stamp, sealed) = self.state.read(|s| {
+    /// The slow path of [`Cluster::get`], one caller per name at a time.
+    async fn get_gated(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
+        let now = self.clock_ms();
+        let Some(hit) = self.local(name) else {
+            if self.kms.is_down() {
+                // Not a definitive 404: clients should try elsewhere or later.
+                return Err(ApiError::NotReachable);
+            }
+            self.kms.misses.fetch_add(1, Ordering::Relaxed);
+            return self.fetch(name).await;
+        };
+        if self.freshness(&hit, now) != Freshness::Stale {
+            // Someone re-confirmed it while this caller waited.
+            hit.key.touch(now);
+            return Ok(hit.key);
+        }
+        if self.kms.is_down() {
+            return self.serve_offline(hit, now);
+        }
+        match self.confirm(name, &hit).await {
+            Ok(Confirmation::Same) => {
+                hit.key.touch(now);
+                Ok(hit.key)
+            }
+            Ok(Confirmation::Gone) => Err(ApiError::KeyNotFound),
+            Ok(Confirmation::Changed) => {
+                self.kms.misses.fetch_add(1, Ordering::Relaxed);
+                self.fetch(name).await
+            }
+            Ok(Confirmation::Unreachable) => self.serve_offline(hit, now),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn freshness(&self, hit: &Hit, now: u64) -> Freshness {
+        let idle = now.saturating_sub(hit.key.last_used());
+        let unused = self.expiry.unused.as_millis() as u64;
+        if unused > 0 && (hit.key.last_used() == 0 || idle > unused) {
+            return Freshness::Stale;
+        }
+        let any = self.expiry.any.as_millis() as u64;
+        let age = now_ms().saturating_sub(hit.confirmed_at_ms);
+        if any == 0 || age <= any * 3 / 4 {
+            Freshness::Fresh
+        } else if age <= any {
+            Freshness::Refresh
+        } else {
+            Freshness::Stale
+        }
+    }
+
+    /// A stale key while the KMS is unreachable: served until the outage has lasted
+    /// `cache.expiry.offline`.
+    fn serve_offline(&self, hit: Hit, now: u64) -> Result<Arc<CachedKey>, ApiError> {
+        let within = self.kms.down_for().is_some_and(|d| d < self.expiry.offline);
+        if within {
+            self.kms.served_offline.fetch_add(1, Ordering::Relaxed);
+            hit.key.touch(now);
+            Ok(hit.key)
+        } else {
+            Err(ApiError::NotReachable)
+        }
+    }
+
+    /// Asks the KMS whether it still holds the cached key, and records the answer in the
+    /// replicated state: a confirmation, or the eviction of the entry.
+    async fn confirm(&self, name: &str, hit: &Hit) -> Result<Confirmation, ApiError> {
+        let read = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let e =
+                    StoreError::unavailable(true, format!("no answer within {CONFIRM_TIMEOUT:?}"));
+                self.kms.record_unreachable(&e);
+                Err(e)
+            }
+        };
+        let answer = match read {
+            Ok(raw) if hit.key.is_stored_as(&raw) => Confirmation::Same,
+            Ok(_) => Confirmation::Changed,
+            Err(StoreError::NotFound) => Confirmation::Gone,
+            Err(e) if e.is_unavailable() => return Ok(Confirmation::Unreachable),
+            Err(e) => return Err(ApiError::store(StoreOp::Read, e)),
+        };
+        match answer {
+            Confirmation::Same => {
+                self.kms.confirmed.fetch_add(1, Ordering::Relaxed);
+                if hit.stored_at_ms != 0 {
+                    let cmd = Command::ConfirmKeys {
+                        names: vec![name.to_owned()],
+                        at_ms: now_ms(),
+                    };
+                    if let Err(e) = self.propose(cmd).await {
+                        tracing::debug!(key = %name, error = %e, "confirmation not committed");
+                    }
+                }
+            }
+            Confirmation::Gone | Confirmation::Changed => {
+                self.kms.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(key = %name, gone = matches!(answer, Confirmation::Gone), "cached key no longer matches the KMS; evicting it");
+                self.decoded.write().remove(name);
+                if hit.stored_at_ms != 0 {
+                    let cmd = Command::EvictKey {
+                        name: name.to_owned(),
+                        if_stored_at_ms: hit.stored_at_ms,
+                    };
+                    if let Err(e) = self.propose(cmd).await {
+                        tracing::debug!(key = %name, error = %e, "eviction not committed");
+                    }
+                }
+            }
+            Confirmation::Unreachable => {}
+        }
+        Ok(answer)
+    }
+
+    /// Re-confirms a key nearing its expiry without holding up the request that noticed.
+    fn refresh_in_background(self: &Arc<Self>, name: &str, hit: &Hit) {
+        if self.kms.is_down() || !self.refreshing.lock().insert(name.to_owned()) {
+            return;
+        }
+        let this = Arc::clone(self);
+        let name = name.to_owned();
+        let hit = Hit {
+            key: Arc::clone(&hit.key),
+            confirmed_at_ms: hit.confirmed_at_ms,
+            stored_at_ms: hit.stored_at_ms,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = this.confirm(&name, &hit).await {
+                tracing::debug!(key = %name, error = %e.to_kes().message, "background re-confirmation failed");
+            }
+            this.refreshing.lock().remove(&name);
+        });
+    }
+
+    /// A key from the local state, or from an earlier KMS read whose fill is not applied yet.
+    fn local(&self, name: &str) -> Option<Hit> {
+        let (stamp, entry) = self.state.read(|s| {
             let generation = s.generation(name);
             match s.key(name) {
-                Some(e) => ((generation, e.stored_at_ms), Some(e.sealed.clone())),
+                Some(e) => (
+                    (generation, e.stored_at_ms),
+                    Some((e.sealed.clone(), e.confirmed_at_ms)),
+                ),
                 None => ((generation, 0), None),
             }
         });
-        if let Some((st, k)) = self.decoded.read().get(name) {
-            if *st == stamp {
-                k.touch();
-                return Some(Arc::clone(k));
+        let previous = {
+            let decoded = self.decoded.read();
+            match decoded.get(name) {
+                Some((st, k)) if *st == stamp => {
+                    return Some(Hit {
+                        key: Arc::clone(k),
+                        confirmed_at_ms: entry.map_or(k.fetched_at_ms(), |(_, c)| c),
+                        stored_at_ms: stamp.1,
+                    })
+                }
+                Some((_, k)) => k.last_used(),
+                None => 0,
             }
-        }
-        let sealed = sealed?;
+        };
+        let (sealed, confirmed_at_ms) = entry?;
         let cck = self.cck.load_full()?;
         let value = cck.open(name, &sealed)?;
         let version = KeyVersion::parse(&value).ok()?;
-        let k = Arc::new(CachedKey::new(version));
+        // The same key re-unsealed after its entry changed (a fill of a read of ours, say)
+        // keeps its use history.
+        let k = Arc::new(CachedKey::new(version, &value, previous));
         self.decoded
             .write()
             .insert(name.to_owned(), (stamp, Arc::clone(&k)));
-        Some(k)
+        Some(Hit {
+            key: k,
+            confirmed_at_ms,
+            stored_at_ms: stamp.1,
+        })
     }
 
     async fn fetch(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         let observed = self.applied_index();
         let generation = self.state.read(|s| s.generation(name));
         let raw = self.store.get(name).await.map_err(|e| match e {
-            // A miss while the keystore is down must not look like a definitive 404.
             StoreError::NotFound => ApiError::KeyNotFound,
+            // A miss while the keystore is down must not look like a definitive 404.
             e => ApiError::store(StoreOp::Read, e),
         })?;
         let version = KeyVersion::parse(&raw).map_err(|e| {
             tracing::error!(key = %name, error = %e, "keystore entry is not a valid key");
             ApiError::store(StoreOp::Read, StoreError::Invalid(e.to_string()))
         })?;
-        let k = Arc::new(CachedKey::new(version));
+        let at_ms = now_ms();
+        let k = Arc::new(CachedKey::new(version, &raw, self.clock_ms()).fetched_at(at_ms));
         self.decoded
             .write()
             .insert(name.to_owned(), ((generation, 0), Arc::clone(&k)));
@@ -463,7 +693,7 @@ impl Cluster {
             let cmd = Command::FillKey {
                 name: name.to_owned(),
                 sealed: cck.seal(name, &raw),
-                at_ms: now_ms(),
+                at_ms,
                 observed,
             };
             let this = Arc::clone(self);
@@ -478,6 +708,42 @@ impl Cluster {
         Ok(k)
     }
 
+    /// Drops unsealed copies of keys not used here for `cache.expiry.unused`, so that key
+    /// material does not stay in memory for idle keys. Their next use re-confirms them.
+    pub fn drop_idle(&self) {
+        let unused = self.expiry.unused.as_millis() as u64;
+        if unused == 0 {
+            return;
+        }
+        let now = self.clock_ms();
+        self.decoded
+            .write()
+            .retain(|_, (_, k)| k.last_used() != 0 && now.saturating_sub(k.last_used()) <= unused);
+    }
+
+    /// Watches the KMS: probes it (often during an outage, so that writes resume soon after it
+    /// returns) and drops idle unsealed keys. Runs until `cancel` fires.
+    pub async fn run_kms(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let sweep = (self.expiry.unused / 2).max(Duration::from_secs(1));
+        let mut next_sweep = Instant::now() + sweep;
+        loop {
+            let wait = if self.kms.is_down() {
+                kms::PROBE_INTERVAL_DOWN
+            } else {
+                kms::PROBE_INTERVAL
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait.min(sweep)) => {}
+            }
+            let _ = self.kms.probe(self.store.as_ref()).await;
+            if Instant::now() >= next_sweep {
+                self.drop_idle();
+                next_sweep = Instant::now() + sweep;
+            }
+        }
+    }
+
     /// Linearizable describe: waits for the leader's read index first.
     pub async fn describe(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         if name == WRAPPING_KEY {
@@ -488,8 +754,27 @@ impl Cluster {
         self.get(name).await
     }
 
+    /// Refuses writes at once while the KMS is known to be unreachable, instead of making the
+    /// client wait for the KMS client's timeouts. The probe notices the KMS's return within
+    /// [`kms::PROBE_INTERVAL_DOWN`].
+    fn check_kms_for_write(&self) -> Result<(), StoreError> {
+        match self.kms.down_reason() {
+            Some(reason) => Err(StoreError::unavailable(true, reason)),
+            None => Ok(()),
+        }
+    }
+
     /// Creates `name` in the keystore, then commits the entry. Runs on the leader.
-    pub async fn create(&self, name: &str, version: &KeyVersion) -> Result<(), ApiError> {
+    ///
+    /// When the KMS's answer is lost (a timeout after the request was sent), the key may or
+    /// may not exist there: the client gets a 5xx, and [`Cluster::reconcile_create`] settles
+    /// it once the KMS answers again, so that the key ends up in both the KMS and the cache,
+    /// or in neither.
+    pub async fn create(
+        self: &Arc<Self>,
+        name: &str,
+        version: &KeyVersion,
+    ) -> Result<(), ApiError> {
         if name == WRAPPING_KEY {
             return Err(ApiError::ReservedName(name.to_owned()));
         }
@@ -497,11 +782,48 @@ impl Cluster {
             return Err(ApiError::ClusterUnavailable);
         }
         let cck = self.cck.load_full().ok_or(ApiError::Sealed)?;
-        let encoded = version.encode();
-        self.store
-            .create(name, &encoded)
-            .await
+        self.check_kms_for_write()
             .map_err(|e| ApiError::store(StoreOp::Create, e))?;
+        let encoded = Zeroizing::new(version.encode());
+        // Once sent to the KMS, the create runs to its end (and its reconciliation starts
+        // when needed) even if the request is abandoned: a route timeout, a client that hung
+        // up, a forwarding node that gave up.
+        let this = Arc::clone(self);
+        let name = name.to_owned();
+        tokio::spawn(async move { this.create_detached(name, encoded, cck).await })
+            .await
+            .unwrap_or(Err(ApiError::Unavailable))
+    }
+
+    async fn create_detached(
+        self: Arc<Self>,
+        name: String,
+        encoded: Zeroizing<Vec<u8>>,
+        cck: Arc<Cck>,
+    ) -> Result<(), ApiError> {
+        let name = name.as_str();
+        match self.store.create(name, &encoded).await {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists) => {
+                // A retry inside the KMS client can find the key its own first attempt
+                // created: the material tells whether it is ours.
+                match self.store.get(name).await {
+                    Ok(stored) if stored == *encoded => {
+                        tracing::debug!(key = %name, "create: a retried request found its own key");
+                    }
+                    _ => return Err(ApiError::KeyExists),
+                }
+            }
+            Err(
+                e @ StoreError::Unavailable {
+                    retryable: false, ..
+                },
+            ) => {
+                self.reconcile_create(name, encoded);
+                return Err(ApiError::store(StoreOp::Create, e));
+            }
+            Err(e) => return Err(ApiError::store(StoreOp::Create, e)),
+        }
         let cmd = Command::PutKey {
             name: name.to_owned(),
             sealed: cck.seal(name, &encoded),
@@ -510,11 +832,53 @@ impl Cluster {
         match self.raft.client_write(cmd).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                // The keystore has the key; the next miss anywhere fills it.
+                // The KMS has the key; reconciliation puts it in the cache through whichever
+                // node leads next.
                 tracing::warn!(key = %name, error = %e, "key created but not committed");
+                self.reconcile_create(name, encoded);
                 Err(ApiError::PartialWrite)
             }
         }
+    }
+
+    /// After a create whose outcome is unknown: waits until the KMS answers (for at most
+    /// [`RECONCILE_FOR`]), then fills the cache if the KMS has our key. The fill carries the
+    /// applied index from before the read, so a delete committed meanwhile wins.
+    fn reconcile_create(self: &Arc<Self>, name: &str, encoded: Zeroizing<Vec<u8>>) {
+        let this = Arc::clone(self);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + RECONCILE_FOR;
+            while Instant::now() < deadline {
+                tokio::time::sleep(kms::PROBE_INTERVAL_DOWN).await;
+                let observed = this.applied_index();
+                match this.store.get(&name).await {
+                    Ok(stored) if stored == *encoded => {
+                        let Some(cck) = this.cck() else { continue };
+                        let cmd = Command::FillKey {
+                            name: name.clone(),
+                            sealed: cck.seal(&name, &stored),
+                            at_ms: now_ms(),
+                            observed,
+                        };
+                        match this.propose(cmd).await {
+                            Ok(_) => {
+                                tracing::warn!(key = %name, "a create whose answer was lost did reach the KMS; key added to the cache");
+                                return;
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                    // Someone else's key, or none: nothing of ours to add.
+                    Ok(_) | Err(StoreError::NotFound) => {
+                        tracing::info!(key = %name, "a create whose answer was lost did not reach the KMS");
+                        return;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            tracing::error!(key = %name, "gave up settling a create whose answer was lost: the KMS did not answer");
+        });
     }
 
     /// Deletes `name` from the keystore, then commits a tombstone. Runs on the leader.
@@ -525,6 +889,8 @@ impl Cluster {
         if !self.is_leader() {
             return Err(ApiError::ClusterUnavailable);
         }
+        self.check_kms_for_write()
+            .map_err(|e| ApiError::store(StoreOp::Delete, e))?;
         let r = self.store.delete(name).await;
         let known = self.state.read(|s| s.key(name).is_some());
         match &r {
@@ -565,8 +931,14 @@ impl Cluster {
         Ok(page)
     }
 
+    /// The KMS's health for `/v1/status`: during an outage the answer is immediate (the
+    /// background probe watches for the KMS's return); otherwise a probe bounded by
+    /// [`kms::PROBE_TIMEOUT`].
     pub async fn status(&self) -> Result<StoreStatus, StoreError> {
-        self.store.status().await
+        if let Some(reason) = self.kms.down_reason() {
+            return Err(StoreError::unavailable(true, reason));
+        }
+        self.kms.probe(self.store.as_ref()).await
     }
 
     pub fn cached_len(&self) -> usize {
