@@ -325,10 +325,14 @@ pub fn unb64(s: &serde_json::Value) -> Vec<u8> {
     kes_types::b64::decode(s.as_str().unwrap()).unwrap()
 }
 
-/// The `kes` binary, built once per test process so tests never run a stale one.
+/// The `kes` binary, built once per test process so tests never run a stale one (`$KES_BIN`
+/// names a prebuilt one instead).
 pub fn kes_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("KES_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
             .args(["build", "--workspace", "--all-targets"])

@@ -11,6 +11,8 @@ use kes_server::local::LocalOptions;
 use kes_testkit::{Bao, Moto};
 use kes_tests::*;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const NODES: usize = 3;
@@ -53,6 +55,63 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("{what}: not within {secs}s");
+}
+
+/// generate/decrypt over `keys` on `nodes`, round after round, until stopped: the workload that
+/// must not notice KMS outages. Returns (requests, failures as text).
+fn workload(
+    c: &ProcCluster,
+    nodes: &[usize],
+    keys: &[&str],
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<String>)> {
+    let clients: Vec<(usize, kes_client::Client)> =
+        nodes.iter().map(|i| (*i, c.client(*i))).collect();
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let done = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        let mut failures = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+            for (i, client) in &clients {
+                for k in &keys {
+                    let r = match client.generate_key(k, b"w").await {
+                        Ok(dek) => client
+                            .decrypt(k, &dek.ciphertext.0, b"w")
+                            .await
+                            .map(|p| p == dek.plaintext.0),
+                        Err(e) => Err(e),
+                    };
+                    done.fetch_add(1, Ordering::Relaxed);
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => failures.push(format!("node {}: {k}: wrong plaintext", i + 1)),
+                        Err(e) => failures.push(format!("node {}: {k}: {e:?}", i + 1)),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (done.load(Ordering::Relaxed), failures)
+    })
+}
+
+/// Waits (at most 30 s) for an error-log event containing `text`.
+async fn expect_log_event(
+    stream: &mut kes_client::EventStream<kes_types::wire::ErrorEvent>,
+    text: &str,
+) {
+    use futures_util::StreamExt as _;
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(ev)) = stream.next().await {
+            if ev.message.contains(text) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "no error-log event with {text:?}");
 }
 
 /// Generate and decrypt with `key` on every node.
@@ -204,8 +263,25 @@ async fn openbao_outages_and_recovery() {
     }
     assert!(deleted_at.elapsed() < ANY + Duration::from_secs(3));
 
+    // From here to the end of the second outage, a workload on nodes 1 and 3 must see every
+    // request succeed; node 2 is restarted in between and checked on its own.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(&c, &[0, 2], &["k1", "k2"], Arc::clone(&stop));
+    // Entering and leaving an outage are events on the error log.
+    // (A client of its own: the stream outlives the usual request timeout.)
+    let mut log = kes_client::Client::builder(vec![c.files.nodes[0].endpoint()])
+        .api_key(&c.files.api_key)
+        .ca_file(&c.files.ca_file)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .error_log()
+        .await
+        .unwrap();
+
     // Outage 1: OpenBao stopped.
     bao.kill();
+    expect_log_event(&mut log, "keystore unreachable").await;
     assert_outage_behaviour(&c, &["k1", "k2", "from-kes"], "never-used", "stop").await;
     // A node restarted during the outage gets the cache key from a peer and serves.
     c.restart(1);
@@ -213,6 +289,8 @@ async fn openbao_outages_and_recovery() {
     crypto_everywhere(&c, "k1").await;
     bao.restart().await.unwrap();
     assert_recovery(&c, "stop").await;
+    expect_log_event(&mut log, "keystore reachable again").await;
+    drop(log);
 
     // Outage 2: OpenBao hung. A create sent before any node noticed waits for the KMS; its
     // answer is lost. After recovery the key is in both the KMS and the cluster, or in neither.
@@ -230,6 +308,14 @@ async fn openbao_outages_and_recovery() {
     bao.proc().signal("CONT");
     let limbo = limbo.await.unwrap();
     assert_recovery(&c, "hang").await;
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:?}",
+        failures.len()
+    );
+    assert!(requests > 100, "only {requests} requests");
     // Give the leader's reconciliation a moment, then look in the KMS.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (code, _) = bao.api("GET", "kv/data/limbo", None).await.unwrap();
@@ -250,6 +336,33 @@ async fn openbao_outages_and_recovery() {
     bao.restart().await.unwrap();
     let described = all.describe_key("limbo").await;
     assert_eq!(described.is_ok(), in_kms, "{described:?}");
+    assert_same_keys(&c).await;
+}
+
+/// Every node lists the same keys, and each of them works on every node.
+async fn assert_same_keys(c: &ProcCluster) {
+    let mut sets = Vec::new();
+    for i in 0..NODES {
+        let mut names: Vec<String> = c
+            .client(i)
+            .list_keys("")
+            .await
+            .unwrap()
+            .names
+            .into_iter()
+            .collect();
+        names.sort();
+        sets.push(names);
+    }
+    assert!(sets.windows(2).all(|w| w[0] == w[1]), "{sets:?}");
+    for name in &sets[0] {
+        for i in 0..NODES {
+            c.client(i)
+                .describe_key(name)
+                .await
+                .unwrap_or_else(|e| panic!("describe {name} on node {}: {e:?}", i + 1));
+        }
+    }
 }
 
 /// With `offline: 5s`, a stale key is served for 5 s of outage and then refused with 504;
@@ -338,6 +451,8 @@ async fn moto_outage_and_recovery() {
         .await;
     }
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(&c, &[0, 1, 2], &["m1", "m2"], Arc::clone(&stop));
     // moto keeps its data only in memory, so the outage is a hang (SIGSTOP), not a restart.
     moto.proc().signal("STOP");
     for i in 0..NODES {
@@ -351,4 +466,12 @@ async fn moto_outage_and_recovery() {
     moto.proc().signal("CONT");
     assert_recovery(&c, "aws").await;
     crypto_everywhere(&c, "cold").await;
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:?}",
+        failures.len()
+    );
+    assert_same_keys(&c).await;
 }
