@@ -193,17 +193,20 @@ async fn assert_recovery(c: &ProcCluster, tag: &str) {
     .await;
     crypto_everywhere(c, &name).await;
     for i in 0..NODES {
-        let e = client
-            .describe_key(&format!("{tag}-during-{i}"))
-            .await
-            .unwrap_err();
-        assert!(e.is_key_not_found(), "{e:?}");
-        // Nodes that saw no traffic notice the KMS's return at their next probe.
+        // Nodes that saw no traffic notice the KMS's return at their next probe; until then
+        // they answer misses with 504.
         eventually(10, "status reports the KMS reachable again", || {
             let client = c.client(i);
             async move { client.status().await.is_ok_and(|s| !s.keystore_unreachable) }
         })
         .await;
+    }
+    for i in 0..NODES {
+        let e = client
+            .describe_key(&format!("{tag}-during-{i}"))
+            .await
+            .unwrap_err();
+        assert!(e.is_key_not_found(), "{e:?}");
     }
 }
 
@@ -244,6 +247,24 @@ async fn openbao_outages_and_recovery() {
         all.create_key(k).await.unwrap();
         crypto_everywhere(&c, k).await;
     }
+
+    // Concurrent deletes of one key through different nodes: the leader runs them one after
+    // the other, so exactly one succeeds, even though Vault's delete is not conditional.
+    all.create_key("contested").await.unwrap();
+    let deletes: Vec<_> = (0..6)
+        .map(|i| {
+            let client = c.client(i % NODES);
+            tokio::spawn(async move { client.delete_key("contested").await })
+        })
+        .collect();
+    let mut ok = 0;
+    for d in deletes {
+        match d.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => assert!(e.is_key_not_found(), "{e:?}"),
+        }
+    }
+    assert_eq!(ok, 1, "deletes that succeeded");
 
     // Deleted directly in the KMS: stops being served everywhere once `any` has passed.
     all.create_key("victim").await.unwrap();

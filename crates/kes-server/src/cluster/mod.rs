@@ -181,6 +181,9 @@ pub struct Cluster {
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Names being re-confirmed in the background.
     refreshing: Mutex<HashSet<String>>,
+    /// One create or delete at a time per name on this leader, from the KMS write to the Raft
+    /// commit, so that the order of the KMS writes is the order of the commits.
+    writing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Milliseconds since `epoch` when this node last heard from a leader (or a quorum).
     last_contact: AtomicU64,
     epoch: Instant,
@@ -209,6 +212,26 @@ enum Freshness {
     Refresh,
     /// Past `any` since its confirmation, or unused here for `unused`: re-confirm first.
     Stale,
+}
+
+/// Holds a name's write lock; forgets the lock when nobody else waits for it.
+struct WriteGuard<'a> {
+    cluster: &'a Cluster,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut writing = self.cluster.writing.lock();
+        if writing
+            .get(&self.name)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            writing.remove(&self.name);
+        }
+    }
 }
 
 /// What the KMS said about a cached key.
@@ -257,6 +280,7 @@ impl Cluster {
             decoded: RwLock::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             refreshing: Mutex::new(HashSet::new()),
+            writing: Mutex::new(HashMap::new()),
             last_contact: AtomicU64::new(0),
             epoch: Instant::now(),
             expiry: cache.effective(),
@@ -795,6 +819,17 @@ impl Cluster {
             .unwrap_or(Err(ApiError::Unavailable))
     }
 
+    /// Serialises the writes of one name (see `writing`).
+    async fn write_lock(&self, name: &str) -> WriteGuard<'_> {
+        let lock = Arc::clone(self.writing.lock().entry(name.to_owned()).or_default());
+        let guard = lock.lock_owned().await;
+        WriteGuard {
+            cluster: self,
+            name: name.to_owned(),
+            guard: Some(guard),
+        }
+    }
+
     async fn create_detached(
         self: Arc<Self>,
         name: String,
@@ -802,6 +837,7 @@ impl Cluster {
         cck: Arc<Cck>,
     ) -> Result<(), ApiError> {
         let name = name.as_str();
+        let _writing = self.write_lock(name).await;
         match self.store.create(name, &encoded).await {
             Ok(()) => {}
             Err(StoreError::AlreadyExists) => {
@@ -882,7 +918,7 @@ impl Cluster {
     }
 
     /// Deletes `name` from the keystore, then commits a tombstone. Runs on the leader.
-    pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
         if name == WRAPPING_KEY {
             return Err(ApiError::ReservedName(name.to_owned()));
         }
@@ -891,6 +927,17 @@ impl Cluster {
         }
         self.check_kms_for_write()
             .map_err(|e| ApiError::store(StoreOp::Delete, e))?;
+        // As with create: once the KMS is asked, the tombstone follows even if the request is
+        // abandoned.
+        let this = Arc::clone(self);
+        let name = name.to_owned();
+        tokio::spawn(async move { this.delete_detached(&name).await })
+            .await
+            .unwrap_or(Err(ApiError::Unavailable))
+    }
+
+    async fn delete_detached(&self, name: &str) -> Result<(), ApiError> {
+        let _writing = self.write_lock(name).await;
         let r = self.store.delete(name).await;
         let known = self.state.read(|s| s.key(name).is_some());
         match &r {
