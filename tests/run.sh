@@ -42,4 +42,20 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
     done
 fi
 
+# Fault injection (jepsen/): a short seeded run of a 3-node cluster in network namespaces under
+# several nemeses; any anomaly fails the suite. JEPSEN_SECONDS=0 skips it.
+JEPSEN_SECONDS="${JEPSEN_SECONDS:-60}"
+if [ "$JEPSEN_SECONDS" != "0" ]; then
+    step "fault-injection run (kes-jepsen, ${JEPSEN_SECONDS}s)"
+    if [ "$(id -u)" != "0" ]; then
+        echo "SKIPPED: kes-jepsen needs root (network namespaces, iptables)"
+    else
+        if ! command -v iptables >/dev/null 2>&1; then
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables) >/dev/null
+        fi
+        target/debug/kes-jepsen run --nodes 3 --time "${JEPSEN_SECONDS}s" \
+            --seed "${JEPSEN_SEED:-7}" --nemesis "${JEPSEN_NEMESIS:-all}" --name ci
+    fi
+fi
+
 step "all tests passed"
