@@ -462,7 +462,10 @@ impl ProcCluster {
             std::process::Command::new(kes_bin())
                 .args(["server", "--config"])
                 .arg(&node.config)
-                .env("KES_LOG", "info,openraft=warn")
+                .env(
+                    "KES_LOG",
+                    std::env::var("KES_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+                )
                 .stdout(std::process::Stdio::null())
                 .stderr(log)
                 .spawn()

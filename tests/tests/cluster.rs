@@ -354,7 +354,18 @@ async fn restarted_node_gets_the_cache_key_from_a_peer_while_the_keystore_is_gon
     assert!(e.status().is_some_and(|s| s >= 500), "{e:?}");
     std::fs::remove_file(&keys).unwrap();
     std::fs::rename(&moved, &keys).unwrap();
-    c.client(victim).create_key("later").await.unwrap();
+    // Writes resume on their own once the keystore is back (at the latest at the next probe).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = c.client(victim).create_key("later").await {
+        assert!(
+            Instant::now() < deadline,
+            "{e:?}\nnode logs:\n{}\n{}\n{}",
+            c.log(0),
+            c.log(1),
+            c.log(2)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(!c
         .client(0)
         .list_keys_all("")

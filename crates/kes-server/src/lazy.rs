@@ -4,23 +4,15 @@
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
 use kes_keystore::{KeyStore, ListPage, StoreError, StoreStatus};
-use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 type Opener =
     Box<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn KeyStore>, StoreError>> + Send + Sync>;
-
-/// Attempts to open the store are at least this far apart; calls in between fail at once with
-/// the last error instead of each waiting for the KMS.
-pub const REOPEN_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct LazyStore {
     kind: &'static str,
     open: Opener,
     store: tokio::sync::OnceCell<Arc<dyn KeyStore>>,
-    /// When the last attempt failed, and how.
-    failed: Mutex<Option<(Instant, String)>>,
 }
 
 impl LazyStore {
@@ -35,35 +27,20 @@ impl LazyStore {
             kind,
             open: Box::new(open),
             store: tokio::sync::OnceCell::new(),
-            failed: Mutex::new(None),
         }
     }
 
+    /// The store, opened by this call if no earlier one succeeded. Callers that run into an
+    /// outage are not held up here for long: the cluster fails misses at once while the KMS
+    /// is down, and bounds its probes.
     async fn store(&self) -> Result<&Arc<dyn KeyStore>, StoreError> {
-        if let Some(s) = self.store.get() {
-            return Ok(s);
-        }
-        if let Some((at, message)) = &*self.failed.lock() {
-            if at.elapsed() < REOPEN_INTERVAL {
-                return Err(StoreError::unavailable(true, message.clone()));
-            }
-        }
-        let r = self
-            .store
+        self.store
             .get_or_try_init(|| async {
                 let s = (self.open)().await?;
                 tracing::info!(keystore = self.kind, "keystore opened");
                 Ok::<_, StoreError>(s)
             })
-            .await;
-        if let Err(e) = &r {
-            let message = match e {
-                StoreError::Unavailable { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
-            *self.failed.lock() = Some((Instant::now(), message));
-        }
-        r
+            .await
     }
 }
 
@@ -101,7 +78,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
-    async fn opens_once_the_backend_answers_and_spaces_out_attempts() {
+    async fn opens_once_the_backend_answers() {
         let attempts = Arc::new(AtomicUsize::new(0));
         let a = Arc::clone(&attempts);
         let store = LazyStore::new("test", move || {
@@ -119,10 +96,7 @@ mod tests {
             e.is_unavailable() && e.to_string().contains("connection refused"),
             "{e}"
         );
-        // Within the interval the last error is returned without a new attempt.
-        assert!(store.create("k", b"v").await.unwrap_err().is_unavailable());
         assert_eq!(attempts.load(Ordering::SeqCst), 1);
-        tokio::time::sleep(REOPEN_INTERVAL).await;
         store.create("k", b"v").await.unwrap();
         assert_eq!(store.get("k").await.unwrap(), b"v");
         assert_eq!(attempts.load(Ordering::SeqCst), 2);

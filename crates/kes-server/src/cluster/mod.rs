@@ -778,14 +778,17 @@ impl Cluster {
         self.get(name).await
     }
 
-    /// Refuses writes at once while the KMS is known to be unreachable, instead of making the
-    /// client wait for the KMS client's timeouts. The probe notices the KMS's return within
-    /// [`kms::PROBE_INTERVAL_DOWN`].
-    fn check_kms_for_write(&self) -> Result<(), StoreError> {
-        match self.kms.down_reason() {
-            Some(reason) => Err(StoreError::unavailable(true, reason)),
-            None => Ok(()),
+    /// While the KMS is known to be unreachable, a write first probes it (bounded by
+    /// [`kms::PROBE_TIMEOUT`]) instead of waiting for the KMS client's timeouts and retries:
+    /// refused at once while the outage lasts, accepted as soon as the KMS is back.
+    async fn check_kms_for_write(&self) -> Result<(), StoreError> {
+        if self.kms.is_down() {
+            if let Err(e) = self.kms.probe(self.store.as_ref()).await {
+                tracing::debug!(error = %e, "write refused: the keystore is still unreachable");
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     /// Creates `name` in the keystore, then commits the entry. Runs on the leader.
@@ -807,6 +810,7 @@ impl Cluster {
         }
         let cck = self.cck.load_full().ok_or(ApiError::Sealed)?;
         self.check_kms_for_write()
+            .await
             .map_err(|e| ApiError::store(StoreOp::Create, e))?;
         let encoded = Zeroizing::new(version.encode());
         // Once sent to the KMS, the create runs to its end (and its reconciliation starts
@@ -926,6 +930,7 @@ impl Cluster {
             return Err(ApiError::ClusterUnavailable);
         }
         self.check_kms_for_write()
+            .await
             .map_err(|e| ApiError::store(StoreOp::Delete, e))?;
         // As with create: once the KMS is asked, the tombstone follows even if the request is
         // abandoned.
