@@ -99,16 +99,22 @@ pub enum Op {
     Describe,
     /// Creates a fresh key and deletes it again: two requests, measured as one operation.
     CreateDelete,
+    /// Creates a fresh key and keeps it (create throughput, filling a server with keys).
+    Create,
 }
 
+/// Number of operations, the length of per-operation arrays.
+pub const N_OPS: usize = 7;
+
 impl Op {
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; N_OPS] = [
         Op::Generate,
         Op::Decrypt,
         Op::Encrypt,
         Op::Hmac,
         Op::Describe,
         Op::CreateDelete,
+        Op::Create,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -119,6 +125,7 @@ impl Op {
             Op::Hmac => "hmac",
             Op::Describe => "describe",
             Op::CreateDelete => "create-delete",
+            Op::Create => "create",
         }
     }
 
@@ -131,6 +138,7 @@ impl Op {
             Op::Hmac => 3,
             Op::Describe => 4,
             Op::CreateDelete => 5,
+            Op::Create => 6,
         }
     }
 }
@@ -146,8 +154,9 @@ impl FromStr for Op {
             "hmac" => Ok(Op::Hmac),
             "describe" | "info" => Ok(Op::Describe),
             "create-delete" | "create+delete" | "create_delete" => Ok(Op::CreateDelete),
+            "create" => Ok(Op::Create),
             _ => bail!(
-                "unknown operation '{s}' (generate, decrypt, encrypt, hmac, describe, create-delete)"
+                "unknown operation '{s}' (generate, decrypt, encrypt, hmac, describe, create-delete, create)"
             ),
         }
     }
@@ -250,6 +259,8 @@ pub struct Config {
     pub create_keys: bool,
     /// Seed of the operation and key choices, so runs are repeatable.
     pub seed: u64,
+    /// Open a new connection (a full TLS handshake, no session resumption) for every request.
+    pub reconnect: bool,
 }
 
 impl Default for Config {
@@ -277,6 +288,7 @@ impl Default for Config {
             wait: Duration::from_secs(0),
             create_keys: true,
             seed: 1,
+            reconnect: false,
         }
     }
 }

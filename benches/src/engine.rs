@@ -13,8 +13,8 @@
 //! open-loop latency. The thread sleeps at most [`PACER_TICK`] at a time and hands out due
 //! requests as semaphore permits, which wake waiting workers at once.
 
-use crate::config::{limits, Config, Mode, Op};
-use crate::report::{Latency, MixEntry, OpStats, Report};
+use crate::config::{limits, Config, Mode, Op, N_OPS};
+use crate::report::{Latency, MixEntry, OpStats, Report, Tick};
 use crate::target::{prepare, Plan};
 use crate::transport::{Failure, Transport};
 use anyhow::Context;
@@ -50,8 +50,8 @@ fn histogram() -> anyhow::Result<Histogram<u64>> {
 struct WorkerStats {
     /// Per operation, microseconds, successful requests of the measurement window.
     hist: Vec<Histogram<u64>>,
-    ok: [u64; 6],
-    errors: [u64; 6],
+    ok: [u64; N_OPS],
+    errors: [u64; N_OPS],
     error_counts: BTreeMap<String, u64>,
     error_samples: BTreeMap<String, String>,
     /// Every successful request since the last progress line, warm-up included.
@@ -65,8 +65,8 @@ impl WorkerStats {
             hist: (0..Op::ALL.len())
                 .map(|_| histogram())
                 .collect::<anyhow::Result<_>>()?,
-            ok: [0; 6],
-            errors: [0; 6],
+            ok: [0; N_OPS],
+            errors: [0; N_OPS],
             error_counts: BTreeMap::new(),
             error_samples: BTreeMap::new(),
             interval: histogram()?,
@@ -164,13 +164,13 @@ pub async fn run(cfg: &Config, progress: ProgressMode) -> anyhow::Result<Report>
         tokio::task::spawn_blocking(move || pace(&sh, rate))
     });
     let finished = Arc::new(AtomicBool::new(false));
-    let ticker = (progress == ProgressMode::Stderr).then(|| {
-        tokio::spawn(progress_loop(
-            Arc::clone(&shared),
-            Arc::clone(&finished),
-            cfg.timeout,
-        ))
-    });
+    // Always running: it also records the per-second timeline of the report.
+    let ticker = tokio::spawn(progress_loop(
+        Arc::clone(&shared),
+        Arc::clone(&finished),
+        cfg.timeout,
+        progress == ProgressMode::Stderr,
+    ));
     while let Some(r) = workers.join_next().await {
         r.context("a worker failed")?;
     }
@@ -179,10 +179,10 @@ pub async fn run(cfg: &Config, progress: ProgressMode) -> anyhow::Result<Report>
         shared.stop.store(true, Ordering::Relaxed);
         let _ = p.await;
     }
-    if let Some(t) = ticker {
-        let _ = t.await;
-    }
-    Ok(build_report(cfg, &shared, endpoints, started_at))
+    let timeline = ticker.await.unwrap_or_default();
+    let mut report = build_report(cfg, &shared, endpoints, started_at);
+    report.timeline = timeline;
+    Ok(report)
 }
 
 async fn worker(sh: Arc<Shared>, id: usize) {
@@ -311,7 +311,11 @@ fn note_error(st: &mut WorkerStats, kind: String, message: String) {
 }
 
 async fn execute(sh: &Shared, worker: usize, op: Op, key: usize, temp_keys: &mut u64) -> Outcome {
-    let answer = if op == Op::CreateDelete {
+    let answer = if op == Op::Create {
+        *temp_keys += 1;
+        let req = sh.plan.create(worker, *temp_keys);
+        sh.transport.send(worker, &req).await
+    } else if op == Op::CreateDelete {
         *temp_keys += 1;
         let (create, delete) = sh.plan.create_delete(worker, *temp_keys);
         match sh.transport.send(worker, &create).await {
@@ -331,8 +335,16 @@ async fn execute(sh: &Shared, worker: usize, op: Op, key: usize, temp_keys: &mut
     }
 }
 
-async fn progress_loop(sh: Arc<Shared>, finished: Arc<AtomicBool>, timeout: Duration) {
-    let tty = std::io::stderr().is_terminal();
+/// Prints the progress line once a second (if `print`) and returns what happened in each
+/// second, warm-up included.
+async fn progress_loop(
+    sh: Arc<Shared>,
+    finished: Arc<AtomicBool>,
+    timeout: Duration,
+    print: bool,
+) -> Vec<Tick> {
+    let mut timeline = Vec::new();
+    let tty = print && std::io::stderr().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -362,6 +374,18 @@ async fn progress_loop(sh: Arc<Shared>, finished: Arc<AtomicBool>, timeout: Dura
             "measure"
         };
         let l = Latency::from_histogram(&merged);
+        timeline.push(Tick {
+            t_s: now.duration_since(sh.start).as_secs_f64(),
+            ok: ok - last_ok,
+            errors: failed - last_failed,
+            p99_ms: l.p99_ms,
+            max_ms: l.max_ms,
+        });
+        if !print {
+            last_ok = ok;
+            last_failed = failed;
+            continue;
+        }
         let line = format!(
             "{:>4.0}s {phase}  {:>9} ok/s  {:>7} err/s  p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
             now.duration_since(sh.start).as_secs_f64(),
@@ -384,12 +408,13 @@ async fn progress_loop(sh: Arc<Shared>, finished: Arc<AtomicBool>, timeout: Dura
     if tty {
         let _ = writeln!(std::io::stderr());
     }
+    timeline
 }
 
 fn build_report(cfg: &Config, sh: &Shared, endpoints: Vec<String>, started_at: u64) -> Report {
     let mut per_op: Vec<Histogram<u64>> = Vec::new();
-    let mut ok = [0u64; 6];
-    let mut errors = [0u64; 6];
+    let mut ok = [0u64; N_OPS];
+    let mut errors = [0u64; N_OPS];
     let mut error_counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut error_samples: BTreeMap<String, String> = BTreeMap::new();
     let mut last_done: Option<Instant> = None;
@@ -403,7 +428,7 @@ fn build_report(cfg: &Config, sh: &Shared, endpoints: Vec<String>, started_at: u
                 None => per_op.push(h.clone()),
             }
         }
-        for i in 0..6 {
+        for i in 0..N_OPS {
             ok[i] += s.ok[i];
             errors[i] += s.errors[i];
         }
@@ -480,5 +505,7 @@ fn build_report(cfg: &Config, sh: &Shared, endpoints: Vec<String>, started_at: u
         ops,
         errors: error_counts,
         error_samples,
+        reconnect: cfg.reconnect,
+        timeline: Vec::new(),
     }
 }

@@ -23,4 +23,4 @@ pub mod transport;
 
 pub use config::{Auth, Config, Mode, Op, Protocol, TargetKind, Trust};
 pub use engine::{run, ProgressMode};
-pub use report::{Latency, OpStats, Report};
+pub use report::{Latency, OpStats, Report, Tick};

@@ -4,7 +4,8 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use kes_bench::config::{parse_mix, Auth, Config, Mode, Protocol, TargetKind, Trust};
-use kes_bench::summary::{summarize, Goals};
+use kes_bench::summary::{summarize, Baseline, Goals};
+use kes_bench::transport::{Request, Transport};
 use kes_bench::{run, ProgressMode, Report};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     /// Fold the JSON reports of several runs into medians, ratios and goal checks
     Summarize(SummarizeArgs),
+    /// Wait until a KES endpoint answers GET /v1/ready with 200 (or, with --keys, until its
+    /// cluster status counts that many keys) and print the seconds it took
+    Wait(WaitArgs),
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +126,40 @@ struct RunArgs {
     /// Runtime worker threads [default: one per core]
     #[arg(long)]
     threads: Option<usize>,
+    /// Open a new connection with a full TLS handshake (no session resumption) for every
+    /// request: the throughput is then handshakes per second
+    #[arg(long)]
+    reconnect: bool,
+}
+
+#[derive(Args, Debug)]
+struct WaitArgs {
+    /// The endpoint
+    #[arg(short = 's', long = "server", value_name = "URL")]
+    server: String,
+    /// KES API key (kes:v1:...) to authenticate with
+    #[arg(long, env = "KES_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Trust the CA certificates in this PEM file or directory
+    #[arg(long, value_name = "PATH")]
+    ca: Vec<PathBuf>,
+    /// Do not verify the server certificate
+    #[arg(short = 'k', long)]
+    insecure: bool,
+    /// Instead of readiness, wait until GET /v1/cluster/status reports at least this many
+    /// cached keys
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Count from this instant (Unix time in milliseconds, e.g. `date +%s%3N` taken when the
+    /// process was started) instead of from now
+    #[arg(long, value_name = "UNIX_MS")]
+    since: Option<u64>,
+    /// Give up after this long
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Time between two probes
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    interval: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -129,16 +167,25 @@ struct SummarizeArgs {
     /// Report files written with --json
     #[arg(required = true)]
     reports: Vec<PathBuf>,
-    /// Label the other labels are compared with
-    #[arg(long)]
-    baseline: Option<String>,
+    /// Label the other labels are compared with, optionally with the throughput multiple they
+    /// should reach: LABEL or LABEL=RATIO (repeatable; a label is not compared with baselines
+    /// listed before it)
+    #[arg(long, value_name = "LABEL[=RATIO]")]
+    baseline: Vec<String>,
+    /// A label not to compare with the baselines (repeatable), e.g. a fixed-rate run
+    #[arg(long, value_name = "LABEL")]
+    no_ratio: Vec<String>,
+    /// Labels the throughput and p99 goals apply to (repeatable) [default: every label that is
+    /// not a baseline]
+    #[arg(long, value_name = "LABEL")]
+    goal_label: Vec<String>,
     /// Goal: successful operations per second
     #[arg(long)]
     goal_throughput: Option<f64>,
     /// Goal: p99 latency in milliseconds
     #[arg(long)]
     goal_p99_ms: Option<f64>,
-    /// Goal: throughput multiple of the baseline
+    /// Goal: throughput multiple of a baseline given without its own
     #[arg(long)]
     goal_ratio: Option<f64>,
     /// How the numbers were obtained, as key=value (repeatable)
@@ -227,6 +274,7 @@ fn config(a: &RunArgs) -> anyhow::Result<Config> {
         wait: a.wait,
         create_keys: !a.no_create,
         seed: a.seed,
+        reconnect: a.reconnect,
     })
 }
 
@@ -278,14 +326,21 @@ fn run_summarize(a: SummarizeArgs) -> anyhow::Result<()> {
         };
         meta.insert(k.trim().to_owned(), v.trim().to_owned());
     }
+    let baselines = a
+        .baseline
+        .iter()
+        .map(|b| Baseline::parse(b))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let s = summarize(
         runs,
-        a.baseline.as_deref(),
+        &baselines,
+        &a.no_ratio,
         Goals {
             throughput: a.goal_throughput,
             p99_ms: a.goal_p99_ms,
             ratio: a.goal_ratio,
         },
+        &a.goal_label,
         meta,
     );
     print!("{}", s.brief());
@@ -300,10 +355,96 @@ fn run_summarize(a: SummarizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Polls until the condition holds; prints the seconds since `--since` (or since the start).
+fn run_wait(a: WaitArgs) -> anyhow::Result<()> {
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default()
+    };
+    let since = a.since.unwrap_or_else(now_ms);
+    let cfg = Config {
+        endpoints: vec![a.server.clone()],
+        auth: Some(Auth::ApiKey(
+            kes_crypto::ApiKey::parse(a.api_key.trim()).context("invalid API key")?,
+        )),
+        trust: Trust {
+            ca_files: a.ca.clone(),
+            ca_pems: Vec::new(),
+            insecure: a.insecure,
+        },
+        concurrency: 1,
+        connections: 1,
+        timeout: Duration::from_secs(2),
+        retries: 0,
+        ..Config::default()
+    };
+    let interval = a.interval.max(Duration::from_millis(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(async {
+        let transport = Transport::new(&cfg)?;
+        let (path, want) = match a.keys {
+            Some(n) => ("/v1/cluster/status", Some(n)),
+            None => ("/v1/ready", None),
+        };
+        let req = Request::get(path.to_owned());
+        let deadline = std::time::Instant::now() + a.timeout;
+        let mut last = String::from("no answer yet");
+        // Bounded by the deadline and, should the clock misbehave, by a count.
+        let max_probes = a.timeout.as_millis() / interval.as_millis().max(1) + 10;
+        for _ in 0..max_probes {
+            match transport.send(0, &req).await {
+                Ok(ans) if ans.status == 200 => match want {
+                    None => {
+                        println!("{:.3}", now_ms().saturating_sub(since) as f64 / 1000.0);
+                        return Ok(());
+                    }
+                    Some(n) => {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&ans.body).unwrap_or_default();
+                        let keys = v.get("keys").and_then(|k| k.as_u64()).unwrap_or(0);
+                        if keys >= n {
+                            println!("{:.3}", now_ms().saturating_sub(since) as f64 / 1000.0);
+                            return Ok(());
+                        }
+                        last = format!("{keys} keys");
+                    }
+                },
+                Ok(ans) => {
+                    last = format!(
+                        "{} {}",
+                        ans.status,
+                        String::from_utf8_lossy(&ans.body).trim()
+                    )
+                }
+                Err(f) => last = f.to_string(),
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(interval).await;
+        }
+        bail!(
+            "{} not reached within {}: {last}",
+            if want.is_some() {
+                "key count"
+            } else {
+                "readiness"
+            },
+            humantime::format_duration(a.timeout)
+        )
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Summarize(a)) => run_summarize(a),
+        Some(Command::Wait(a)) => run_wait(a),
         None => match run_bench(cli.run) {
             // A run in which nothing succeeded measured nothing; scripts must notice.
             Ok(r) if r.total.ok == 0 => Err(anyhow::anyhow!("no request succeeded")),

@@ -86,6 +86,24 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The first message seen for each error class.
     pub error_samples: BTreeMap<String, String>,
+    /// Every request used a new connection with a full TLS handshake.
+    #[serde(default)]
+    pub reconnect: bool,
+    /// Second by second, warm-up included: what succeeded and failed (to see a fail-over).
+    #[serde(default)]
+    pub timeline: Vec<Tick>,
+}
+
+/// One second of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tick {
+    /// Seconds since the run started (warm-up included), at the end of this second.
+    pub t_s: f64,
+    pub ok: u64,
+    pub errors: u64,
+    /// Latency of the requests that succeeded in this second.
+    pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 fn ms(v: f64) -> String {
@@ -138,10 +156,15 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "mix {}, {mode}, {:.1} s measured after {:.1} s warm-up",
+            "mix {}, {mode}, {:.1} s measured after {:.1} s warm-up{}",
             mix.join(","),
             self.duration_s,
-            self.warmup_s
+            self.warmup_s,
+            if self.reconnect {
+                ", a new connection (full TLS handshake) per request"
+            } else {
+                ""
+            }
         );
         if let Some(s) = self.scheduled {
             let sent = self.total.ok + self.total.errors;

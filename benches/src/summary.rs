@@ -61,7 +61,7 @@ pub struct GoalCheck {
 pub struct Summary {
     /// How the numbers were obtained: machine, versions, command lines.
     pub meta: BTreeMap<String, String>,
-    pub baseline: Option<String>,
+    pub baselines: Vec<Baseline>,
     pub goals: Goals,
     pub groups: Vec<Group>,
     pub ratios: Vec<Ratio>,
@@ -84,11 +84,45 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A label the others are compared with, and the throughput multiple they should reach.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    pub label: String,
+    /// Goal for every other label's throughput divided by this one's.
+    pub ratio_goal: Option<f64>,
+}
+
+impl Baseline {
+    /// `openbao` or `openbao=5` (the goal multiple).
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s.split_once('=') {
+            None => Ok(Self {
+                label: s.trim().to_owned(),
+                ratio_goal: None,
+            }),
+            Some((l, g)) => Ok(Self {
+                label: l.trim().to_owned(),
+                ratio_goal: Some(
+                    g.trim()
+                        .parse()
+                        .map_err(|_| anyhow::anyhow!("invalid ratio goal in '{s}'"))?,
+                ),
+            }),
+        }
+    }
+}
+
 /// Groups the reports by label and operation, in the order labels and operations first appear.
+/// Every label is compared with every baseline, except with baselines listed before it
+/// (`--baseline openbao --baseline kes` compares kes with openbao and the rest with both).
+/// Labels in `unrated` are compared with none. The absolute goals apply to `goal_labels`, or
+/// to every label that is not a baseline.
 pub fn summarize(
     runs: Vec<Report>,
-    baseline: Option<&str>,
+    baselines: &[Baseline],
+    unrated: &[String],
     goals: Goals,
+    goal_labels: &[String],
     meta: BTreeMap<String, String>,
 ) -> Summary {
     let mut order: Vec<(String, String)> = Vec::new();
@@ -133,30 +167,51 @@ pub fn summarize(
 
     let mut ratios = Vec::new();
     let mut checks = Vec::new();
-    for g in &groups {
-        if Some(g.label.as_str()) == baseline {
-            continue;
-        }
-        let base = baseline.and_then(|b| groups.iter().find(|x| x.label == b && x.op == g.op));
-        if let Some(b) = base {
+    let is_baseline = |l: &str| baselines.iter().any(|b| b.label == l);
+    for (bi, b) in baselines.iter().enumerate() {
+        let earlier: Vec<&str> = baselines
+            .iter()
+            .take(bi)
+            .map(|x| x.label.as_str())
+            .collect();
+        for g in &groups {
+            if g.label == b.label
+                || earlier.contains(&g.label.as_str())
+                || unrated.contains(&g.label)
+            {
+                continue;
+            }
+            let Some(base) = groups.iter().find(|x| x.label == b.label && x.op == g.op) else {
+                continue;
+            };
             let div = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
             let r = Ratio {
                 label: g.label.clone(),
-                baseline: b.label.clone(),
+                baseline: base.label.clone(),
                 op: g.op.clone(),
-                throughput: div(g.throughput_median, b.throughput_median),
-                p99: div(g.p99_ms_median, b.p99_ms_median),
+                throughput: div(g.throughput_median, base.throughput_median),
+                p99: div(g.p99_ms_median, base.p99_ms_median),
             };
-            if let Some(want) = goals.ratio {
+            if let Some(want) = b.ratio_goal.or(goals.ratio) {
                 checks.push(GoalCheck {
                     label: g.label.clone(),
                     op: g.op.clone(),
-                    goal: format!("≥ {want}× {} throughput", b.label),
+                    goal: format!("≥ {want}× {} throughput", base.label),
                     measured: format!("{:.2}×", r.throughput),
                     met: r.throughput >= want,
                 });
             }
             ratios.push(r);
+        }
+    }
+    for g in &groups {
+        let applies = if goal_labels.is_empty() {
+            !is_baseline(&g.label)
+        } else {
+            goal_labels.contains(&g.label)
+        };
+        if !applies {
+            continue;
         }
         if let Some(want) = goals.throughput {
             checks.push(GoalCheck {
@@ -179,7 +234,7 @@ pub fn summarize(
     }
     Summary {
         meta,
-        baseline: baseline.map(str::to_owned),
+        baselines: baselines.to_vec(),
         goals,
         groups,
         ratios,
@@ -329,6 +384,8 @@ mod tests {
             ops: vec![stats],
             errors: BTreeMap::new(),
             error_samples: BTreeMap::new(),
+            reconnect: false,
+            timeline: Vec::new(),
         }
     }
 
@@ -344,12 +401,14 @@ mod tests {
         ];
         let s = summarize(
             runs,
-            Some("openbao"),
+            &[Baseline::parse("openbao").unwrap()],
+            &[],
             Goals {
                 throughput: Some(12_600.0),
                 p99_ms: Some(1.5),
                 ratio: Some(4.0),
             },
+            &[],
             BTreeMap::from([("cores".to_owned(), "2".to_owned())]),
         );
         assert_eq!(s.groups.len(), 2);
@@ -374,6 +433,60 @@ mod tests {
         assert!(md.contains("| kes / openbao | generate | 4.40× |"), "{md}");
         assert!(md.contains("- cores: 2"), "{md}");
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+
+        // Two baselines: the cluster against both, the single node only against openbao; the
+        // absolute goals only for the labels named.
+        let runs = vec![
+            report("kes", "generate", 10_000.0, 1.0),
+            report("cluster", "generate", 9_500.0, 1.0),
+            report("openbao", "generate", 2_000.0, 4.0),
+            report("kes-rate", "generate", 5_000.0, 1.0),
+        ];
+        let s = summarize(
+            runs,
+            &[
+                Baseline::parse("openbao=5").unwrap(),
+                Baseline::parse("kes = 0.9").unwrap(),
+            ],
+            &["kes-rate".to_owned()],
+            Goals {
+                throughput: Some(9_000.0),
+                ..Goals::default()
+            },
+            &["kes".to_owned()],
+            BTreeMap::new(),
+        );
+        let got: Vec<(String, String, String)> = s
+            .ratios
+            .iter()
+            .map(|r| {
+                (
+                    r.label.clone(),
+                    r.baseline.clone(),
+                    format!("{:.2}", r.throughput),
+                )
+            })
+            .collect();
+        let want = [
+            ("kes", "openbao", "5.00"),
+            ("cluster", "openbao", "4.75"),
+            ("cluster", "kes", "0.95"),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), w);
+        }
+        let met: Vec<(&str, bool)> = s.checks.iter().map(|c| (c.label.as_str(), c.met)).collect();
+        assert_eq!(
+            met,
+            vec![
+                ("kes", true),
+                ("cluster", false),
+                ("cluster", true),
+                ("kes", true)
+            ]
+        );
+        assert!(Baseline::parse("x=y").is_err());
         assert_eq!(median(&mut []), 0.0);
     }
 }

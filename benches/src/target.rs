@@ -1,7 +1,7 @@
 //! The requests of each operation for each target, and the set-up that makes them valid: keys
 //! exist, and decrypt has a ciphertext per key that the server itself produced.
 
-use crate::config::{limits, Config, Op, TargetKind};
+use crate::config::{limits, Config, Op, TargetKind, N_OPS};
 use crate::transport::{Answer, Request, Transport};
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -17,13 +17,27 @@ use std::time::{Duration, Instant};
 pub struct Plan {
     pub target: Option<TargetKind>,
     pub key_names: Vec<String>,
-    pub requests: [Vec<Request>; 6],
+    pub requests: [Vec<Request>; N_OPS],
     key_prefix: String,
+    /// Random tag in the names of keys the create operation makes, so runs do not collide.
+    run_tag: String,
 }
 
 impl Plan {
     pub fn request(&self, op: Op, key: usize) -> Option<&Request> {
         self.requests.get(op.index()).and_then(|v| v.get(key))
+    }
+
+    /// The request of one create operation: a fresh key name of its own, kept afterwards.
+    pub fn create(&self, worker: usize, n: u64) -> Request {
+        let name = format!("{}-{}-{worker}-{n}", self.key_prefix, self.run_tag);
+        match self.target {
+            Some(TargetKind::Openbao) => Request::post(
+                format!("/v1/transit/keys/{}", path_escape(&name)),
+                json_body(&json!({ "type": "aes256-gcm96" })),
+            ),
+            _ => Request::post(format!("/v1/key/create/{}", path_escape(&name)), None),
+        }
     }
 
     /// The two requests of one create-delete operation, on a key name of its own.
@@ -108,7 +122,10 @@ pub async fn prepare(cfg: &Config, t: &Transport) -> anyhow::Result<Plan> {
     let names: Vec<String> = (0..cfg.keys.min(limits::MAX_KEYS))
         .map(|i| format!("{}-{i}", cfg.key_prefix))
         .collect();
-    let needs_keys = cfg.mix.iter().any(|(op, _)| *op != Op::CreateDelete);
+    let needs_keys = cfg
+        .mix
+        .iter()
+        .any(|(op, _)| !matches!(op, Op::CreateDelete | Op::Create));
     if cfg.create_keys && needs_keys {
         for name in &names {
             create_key(cfg.target, t, name).await?;
@@ -125,6 +142,7 @@ pub async fn prepare(cfg: &Config, t: &Transport) -> anyhow::Result<Plan> {
         target: Some(cfg.target),
         key_names: names.clone(),
         key_prefix: cfg.key_prefix.clone(),
+        run_tag: format!("c{:08x}", rng.next_u32()),
         ..Plan::default()
     };
     for (op, _) in &cfg.mix {
@@ -132,7 +150,7 @@ pub async fn prepare(cfg: &Config, t: &Transport) -> anyhow::Result<Plan> {
         for name in &names {
             let n = path_escape(name);
             let req = match (cfg.target, op) {
-                (_, Op::CreateDelete) => break,
+                (_, Op::CreateDelete | Op::Create) => break,
                 (TargetKind::Kes, Op::Generate) => {
                     Request::post(format!("/v1/key/generate/{n}"), generate_body(cfg))
                 }
@@ -312,5 +330,16 @@ mod tests {
         let (create, _) = plan.create_delete(4095, u64::MAX);
         let name = create.path.trim_start_matches("/v1/key/create/");
         assert!(name.len() <= 80, "{}", name.len());
+        let plan = Plan {
+            key_prefix: "x".repeat(40),
+            run_tag: "cffffffff".into(),
+            target: Some(TargetKind::Kes),
+            ..Plan::default()
+        };
+        let create = plan.create(4095, u64::MAX);
+        let name = create.path.trim_start_matches("/v1/key/create/");
+        assert!(name.len() <= 80, "{}", name.len());
+        assert_ne!(plan.create(1, 1).path, plan.create(1, 2).path);
+        assert_ne!(plan.create(1, 1).path, plan.create(2, 1).path);
     }
 }

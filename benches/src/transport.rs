@@ -136,6 +136,8 @@ pub struct Transport {
     lb: LoadBalancer,
     timeout: Duration,
     retries: u32,
+    /// A new connection for every request.
+    reconnect: bool,
 }
 
 /// Normalises an endpoint for `target`: KES endpoints always use TLS (as the KES clients make
@@ -206,6 +208,7 @@ impl Transport {
             lb,
             timeout: cfg.timeout,
             retries: cfg.retries,
+            reconnect: cfg.reconnect,
         })
     }
 
@@ -305,7 +308,7 @@ impl Transport {
                 let mut guard = slot.lock().await;
                 let result = async {
                     let mut sender = match guard.take() {
-                        Some(Sender::H1(s)) if !s.is_closed() => s,
+                        Some(Sender::H1(s)) if !s.is_closed() && !self.reconnect => s,
                         _ => match self.connect(ep).await? {
                             Sender::H1(s) => s,
                             Sender::H2(_) => return Err(Failure::new("connect", "wrong protocol")),
@@ -319,7 +322,10 @@ impl Transport {
                 .await;
                 match result {
                     Ok((sender, answer)) => {
-                        *guard = Some(Sender::H1(sender));
+                        // With --reconnect the connection closes when its sender is dropped.
+                        if !self.reconnect {
+                            *guard = Some(Sender::H1(sender));
+                        }
                         Ok(answer)
                     }
                     // The connection is dropped; the slot reconnects on its next use.
@@ -330,7 +336,7 @@ impl Transport {
                 let mut sender = {
                     let mut guard = slot.lock().await;
                     match guard.as_ref() {
-                        Some(Sender::H2(s)) if !s.is_closed() => s.clone(),
+                        Some(Sender::H2(s)) if !s.is_closed() && !self.reconnect => s.clone(),
                         _ => {
                             let s = match self.connect(ep).await? {
                                 Sender::H2(s) => s,
@@ -338,7 +344,9 @@ impl Transport {
                                     return Err(Failure::new("connect", "wrong protocol"))
                                 }
                             };
-                            *guard = Some(Sender::H2(s.clone()));
+                            if !self.reconnect {
+                                *guard = Some(Sender::H2(s.clone()));
+                            }
                             s
                         }
                     }
@@ -547,6 +555,10 @@ fn tls_config(cfg: &Config) -> anyhow::Result<ClientConfig> {
         }
         Some(Auth::Token(_)) | None => builder.with_no_client_auth(),
     };
+    if cfg.reconnect {
+        // Every connection pays a full handshake, as a client without a session cache does.
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     config.alpn_protocols = match cfg.protocol {
         Protocol::Http1 => vec![b"http/1.1".to_vec()],
         Protocol::Http2 => vec![b"h2".to_vec()],

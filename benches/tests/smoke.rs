@@ -77,6 +77,20 @@ async fn open_loop_and_request_limit() {
     let r = run(&cfg, ProgressMode::None).await.expect("limited run");
     assert_clean(&r);
     assert_eq!(r.total.ok, 50, "{}", r.render());
+
+    // A new connection and handshake for every request, over both protocols.
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let cfg = Config {
+            requests: Some(20),
+            reconnect: true,
+            protocol,
+            ..config(&server)
+        };
+        let r = run(&cfg, ProgressMode::None).await.expect("reconnect run");
+        assert_clean(&r);
+        assert!(r.reconnect);
+        assert_eq!(r.total.ok, 20, "{}", r.render());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
