@@ -337,10 +337,19 @@ async fn openbao_outages_and_recovery() {
         failures.len()
     );
     assert!(requests > 100, "only {requests} requests");
-    // Give the leader's reconciliation a moment, then look in the KMS.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (code, _) = bao.api("GET", "kv/data/limbo", None).await.unwrap();
-    let in_kms = code == 200;
+    // The leader settles a create whose answer was lost: once the KMS answers, the key ends up
+    // in both the KMS and the cluster (the create is completed), or in neither (it was refused
+    // before reaching the KMS).
+    let mut in_kms = false;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (code, _) = bao.api("GET", "kv/data/limbo", None).await.unwrap();
+        in_kms = code == 200;
+        if in_kms && all.describe_key("limbo").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     if limbo.is_ok() {
         assert!(in_kms, "acknowledged create not in the KMS");
     }

@@ -65,6 +65,9 @@ pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a leader keeps checking, after a create whose outcome the KMS left unknown, whether
 /// the key arrived in the KMS, so that it ends up in both the KMS and the cache or in neither.
 pub const RECONCILE_FOR: Duration = Duration::from_secs(30 * 60);
+/// How long a node that lost the leadership keeps watching for a lost create to land in the
+/// KMS before leaving it (it cannot complete the create itself).
+const RECONCILE_AWAY_FOR: Duration = Duration::from_secs(60);
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -232,6 +235,18 @@ impl Drop for WriteGuard<'_> {
             writing.remove(&self.name);
         }
     }
+}
+
+/// The outcome of [`Cluster::roll_forward`].
+enum RollForward {
+    /// Created in the KMS and committed.
+    Done,
+    /// The name was written since: the lost create is not ours to finish.
+    Superseded,
+    /// Only the leader may finish a create.
+    NotLeader,
+    /// The KMS or Raft did not take it this time.
+    Retry,
 }
 
 /// What the KMS said about a cached key.
@@ -842,6 +857,7 @@ impl Cluster {
     ) -> Result<(), ApiError> {
         let name = name.as_str();
         let _writing = self.write_lock(name).await;
+        let generation = self.state.read(|s| s.generation(name));
         match self.store.create(name, &encoded).await {
             Ok(()) => {}
             Err(StoreError::AlreadyExists) => {
@@ -851,7 +867,12 @@ impl Cluster {
                     Ok(stored) if stored == *encoded => {
                         tracing::debug!(key = %name, "create: a retried request found its own key");
                     }
-                    _ => return Err(ApiError::KeyExists),
+                    Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::KeyExists),
+                    Err(e) => {
+                        // Ours or not is unknown until the KMS answers.
+                        self.reconcile_create(name, encoded, generation);
+                        return Err(ApiError::store(StoreOp::Create, e));
+                    }
                 }
             }
             Err(
@@ -859,7 +880,7 @@ impl Cluster {
                     retryable: false, ..
                 },
             ) => {
-                self.reconcile_create(name, encoded);
+                self.reconcile_create(name, encoded, generation);
                 return Err(ApiError::store(StoreOp::Create, e));
             }
             Err(e) => return Err(ApiError::store(StoreOp::Create, e)),
@@ -875,20 +896,31 @@ impl Cluster {
                 // The KMS has the key; reconciliation puts it in the cache through whichever
                 // node leads next.
                 tracing::warn!(key = %name, error = %e, "key created but not committed");
-                self.reconcile_create(name, encoded);
+                self.reconcile_create(name, encoded, generation);
                 Err(ApiError::PartialWrite)
             }
         }
     }
 
     /// After a create whose outcome is unknown: waits until the KMS answers (for at most
-    /// [`RECONCILE_FOR`]), then fills the cache if the KMS has our key. The fill carries the
-    /// applied index from before the read, so a delete committed meanwhile wins.
-    fn reconcile_create(self: &Arc<Self>, name: &str, encoded: Zeroizing<Vec<u8>>) {
+    /// [`RECONCILE_FOR`]), then makes the outcome whole. If the KMS has our key, the cache is
+    /// filled (the fill carries the applied index from before the read, so a delete committed
+    /// meanwhile wins). If the KMS does not have it, the create is finished rather than
+    /// abandoned: the lost request may still sit in the KMS's queue and land after our read,
+    /// and only a key that exists in both places stays whole whichever way that race goes.
+    /// `generation` is the name's generation when the create started; a write of the name
+    /// committed since then means the client moved on, and nothing is rolled forward.
+    fn reconcile_create(
+        self: &Arc<Self>,
+        name: &str,
+        encoded: Zeroizing<Vec<u8>>,
+        generation: u64,
+    ) {
         let this = Arc::clone(self);
         let name = name.to_owned();
         tokio::spawn(async move {
             let deadline = Instant::now() + RECONCILE_FOR;
+            let mut not_leader_since = None;
             while Instant::now() < deadline {
                 tokio::time::sleep(kms::PROBE_INTERVAL_DOWN).await;
                 let observed = this.applied_index();
@@ -909,16 +941,77 @@ impl Cluster {
                             Err(_) => continue,
                         }
                     }
-                    // Someone else's key, or none: nothing of ours to add.
-                    Ok(_) | Err(StoreError::NotFound) => {
-                        tracing::info!(key = %name, "a create whose answer was lost did not reach the KMS");
+                    // Someone else's key: nothing of ours to add.
+                    Ok(_) => {
+                        tracing::info!(key = %name, "a create whose answer was lost was overtaken by another create");
                         return;
+                    }
+                    Err(StoreError::NotFound) => {
+                        match this.roll_forward(&name, &encoded, generation).await {
+                            RollForward::Done => {
+                                tracing::warn!(key = %name, "a create whose answer was lost was completed");
+                                return;
+                            }
+                            RollForward::Superseded => {
+                                tracing::info!(key = %name, "a create whose answer was lost did not reach the KMS and was superseded");
+                                return;
+                            }
+                            RollForward::NotLeader => {
+                                let since = *not_leader_since.get_or_insert_with(Instant::now);
+                                if since.elapsed() > RECONCILE_AWAY_FOR {
+                                    tracing::warn!(key = %name, "a create whose answer was lost is not in the KMS; leadership moved, so it is not completed");
+                                    return;
+                                }
+                                continue;
+                            }
+                            RollForward::Retry => continue,
+                        }
                     }
                     Err(_) => continue,
                 }
             }
             tracing::error!(key = %name, "gave up settling a create whose answer was lost: the KMS did not answer");
         });
+    }
+
+    /// Finishes a create whose first attempt is not in the KMS, under the name's write lock
+    /// and only on the leader, unless the name was written since the create started.
+    async fn roll_forward(
+        self: &Arc<Self>,
+        name: &str,
+        encoded: &Zeroizing<Vec<u8>>,
+        generation: u64,
+    ) -> RollForward {
+        if !self.is_leader() {
+            // The write lock only serialises writes on this node: another leader may be
+            // writing this name. Later passes still fill the cache if the lost request lands.
+            return RollForward::NotLeader;
+        }
+        let _writing = self.write_lock(name).await;
+        let moved_on = self
+            .state
+            .read(|s| s.key(name).is_some() || s.generation(name) != generation);
+        if moved_on {
+            return RollForward::Superseded;
+        }
+        let Some(cck) = self.cck() else {
+            return RollForward::Retry;
+        };
+        match self.store.create(name, encoded).await {
+            Ok(()) => {}
+            // Ours (the lost request landed meanwhile) or someone else's: the next read tells.
+            Err(_) => return RollForward::Retry,
+        }
+        let cmd = Command::PutKey {
+            name: name.to_owned(),
+            sealed: cck.seal(name, encoded),
+            at_ms: now_ms(),
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(_) => RollForward::Done,
+            // In the KMS now: the next pass finds it there and fills the cache.
+            Err(_) => RollForward::Retry,
+        }
     }
 
     /// Deletes `name` from the keystore, then commits a tombstone. Runs on the leader.
