@@ -9,6 +9,7 @@ mod hosts;
 mod lin;
 mod nemesis;
 mod report;
+mod scenario;
 mod workload;
 
 use anyhow::{bail, Context, Result};
@@ -46,6 +47,17 @@ enum Cmd {
     /// Runs every nemesis alone, for each node count and several seeds, one run after the
     /// other, and writes a table of the verdicts to `<results>/matrix/summary.md`.
     Matrix(MatrixArgs),
+    /// Runs a deterministic scenario for one of the findings in `jepsen/README.md`:
+    /// `rejoin-after-partition` (finding 1).
+    Scenario {
+        name: String,
+        /// Where the scenario's folder (node logs) goes.
+        #[arg(long, default_value_os_t = scenario::default_results())]
+        results: PathBuf,
+        /// The `kes` binary (default: next to this binary).
+        #[arg(long)]
+        kes_bin: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -145,6 +157,19 @@ fn main() -> std::process::ExitCode {
         Cmd::Plot { dir } => plot(&dir),
         Cmd::Matrix(args) => rt.block_on(matrix(args)),
         Cmd::Run(args) => rt.block_on(run(args)),
+        Cmd::Scenario {
+            name,
+            results,
+            kes_bin,
+        } => match name.as_str() {
+            "rejoin-after-partition" => rt.block_on(scenario::rejoin_after_partition(
+                &results,
+                kes_bin.as_deref(),
+            )),
+            other => Err(anyhow::anyhow!(
+                "unknown scenario '{other}': want rejoin-after-partition"
+            )),
+        },
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

@@ -271,13 +271,20 @@ impl PolicyView {
     }
 }
 
+/// Raft's election timeout range, in milliseconds; the upper bound is also openraft's leader
+/// lease.
+pub(crate) const ELECTION_TIMEOUT_MIN: u64 = 500;
+pub(crate) const ELECTION_TIMEOUT_MAX: u64 = 1000;
+
 /// Raft timing: heartbeats well inside the contact timeout, elections a few heartbeats later.
+/// openraft's own election timer is off: `cluster::elect` starts elections after a pre-vote.
 fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
     let cfg = openraft::Config {
         cluster_name: "kes".into(),
         heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        election_timeout_min: ELECTION_TIMEOUT_MIN,
+        election_timeout_max: ELECTION_TIMEOUT_MAX,
+        enable_elect: false,
         install_snapshot_timeout: 10_000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
         // A member further behind than this after a snapshot catches up from the snapshot.
@@ -378,9 +385,10 @@ impl Server {
                 )
             }),
         };
-        let raft = kes_raft::types::Raft::new(id, raft_config()?, network, log_store, sm_store)
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let raft =
+            kes_raft::types::Raft::new(id, raft_config()?, network, log_store.clone(), sm_store)
+                .await
+                .map_err(|e| ServerError::Cluster(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
@@ -399,6 +407,7 @@ impl Server {
         let cluster = Cluster::new(
             id,
             raft,
+            log_store,
             state,
             peers,
             store,
@@ -506,6 +515,7 @@ impl Server {
         let app = Arc::clone(&self.app);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
+        tasks.spawn(Arc::clone(&app.cluster).run_elections(shutdown.child_token()));
         tasks.spawn(Arc::clone(&app.cluster).run_kms(shutdown.child_token()));
         tasks.spawn(Self::sync_access(Arc::clone(&app), shutdown.child_token()));
         tasks.spawn(Self::create_configured_keys(

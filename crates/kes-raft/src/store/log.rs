@@ -71,6 +71,23 @@ impl LogStore {
         Ok(entries)
     }
 
+    /// The last log id, as [`RaftLogStorage::get_log_state`] reports it to openraft: for the
+    /// server's pre-vote, which compares logs without going through openraft.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.log_state()?.1)
+    }
+
+    /// (last purged, last) log ids.
+    fn log_state(&self) -> Result<(Option<LogId>, Option<LogId>), StorageError> {
+        let last_purged: Option<LogId> =
+            get(&self.store.meta, KEY_LAST_PURGED, ErrorSubject::Logs)?;
+        // After a purge beyond the last entry (e.g. once a snapshot was installed) no entry is
+        // left, and the last log id is the purged one. The maximum also covers entries that a
+        // crash in the middle of a purge left behind below the purged id.
+        let last = std::cmp::max(self.last_entry_log_id()?, last_purged);
+        Ok((last_purged, last))
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let last = self.store.log.last().map_err(|e| {
             StorageIOError::new(ErrorSubject::Logs, ErrorVerb::Read, AnyError::new(&e))
@@ -122,12 +139,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
-        let last_purged: Option<LogId> =
-            get(&self.store.meta, KEY_LAST_PURGED, ErrorSubject::Logs)?;
-        // After a purge beyond the last entry (e.g. once a snapshot was installed) no entry is
-        // left, and the last log id is the purged one. The maximum also covers entries that a
-        // crash in the middle of a purge left behind below the purged id.
-        let last = std::cmp::max(self.last_entry_log_id()?, last_purged);
+        let (last_purged, last) = self.log_state()?;
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,

@@ -17,6 +17,7 @@
 //! starting node gets it from a live peer, else by unwrapping through the keystore, else it stays
 //! sealed and keeps trying.
 
+pub mod elect;
 pub mod kms;
 pub mod net;
 pub mod rpc;
@@ -174,6 +175,8 @@ pub struct Cluster {
     pub raft: Raft,
     pub state: Arc<kes_raft::StateHandle>,
     pub peers: Option<Arc<Peers>>,
+    /// The Raft log, read by the pre-vote (see `elect`).
+    log: kes_raft::LogStore,
     /// The KMS, metered: every call updates [`Cluster::kms`].
     pub store: Arc<dyn KeyStore>,
     pub kms: Arc<KmsHealth>,
@@ -275,6 +278,7 @@ impl Cluster {
     pub fn new(
         id: NodeId,
         raft: Raft,
+        log: kes_raft::LogStore,
         state: Arc<kes_raft::StateHandle>,
         peers: Option<Arc<Peers>>,
         store: Arc<dyn KeyStore>,
@@ -287,6 +291,7 @@ impl Cluster {
         let c = Arc::new(Self {
             id,
             raft,
+            log,
             state,
             peers,
             store: Arc::new(metered),
@@ -312,7 +317,7 @@ impl Cluster {
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn since_contact(&self) -> Duration {
+    pub(crate) fn since_contact(&self) -> Duration {
         let last = self.last_contact.load(Ordering::Relaxed);
         Duration::from_millis((self.epoch.elapsed().as_millis() as u64).saturating_sub(last))
     }

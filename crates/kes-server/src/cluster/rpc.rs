@@ -165,6 +165,13 @@ async fn handle(
             };
             answer(&crate::forwarded(app, fwd).await)
         }
+        "/cluster/prevote" => {
+            let req: super::elect::PreVote = match decode(req).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            answer(&cluster.grant_prevote(peer, &req))
+        }
         "/cluster/elect" => {
             let r = cluster.raft.trigger().elect().await;
             answer(&r.is_ok())
