@@ -42,9 +42,10 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
     done
 fi
 
-# Fault injection (jepsen/): a short seeded run of a 3-node cluster in network namespaces under
-# several nemeses; any anomaly fails the suite. JEPSEN_SECONDS=0 skips it.
-JEPSEN_SECONDS="${JEPSEN_SECONDS:-60}"
+# Fault injection (jepsen/): the regression scenario for the partition finding, then a short
+# seeded run of a 3-node cluster in network namespaces under every nemesis the filesystem KMS
+# allows; any anomaly fails the suite. JEPSEN_SECONDS=0 skips both.
+JEPSEN_SECONDS="${JEPSEN_SECONDS:-120}"
 if [ "$JEPSEN_SECONDS" != "0" ]; then
     step "fault-injection run (kes-jepsen, ${JEPSEN_SECONDS}s)"
     if [ "$(id -u)" != "0" ]; then
@@ -53,6 +54,7 @@ if [ "$JEPSEN_SECONDS" != "0" ]; then
         if ! command -v iptables >/dev/null 2>&1; then
             (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables) >/dev/null
         fi
+        target/debug/kes-jepsen scenario rejoin-after-partition
         target/debug/kes-jepsen run --nodes 3 --time "${JEPSEN_SECONDS}s" \
             --seed "${JEPSEN_SEED:-7}" --nemesis "${JEPSEN_NEMESIS:-all}" --name ci
     fi
