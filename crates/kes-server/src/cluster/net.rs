@@ -17,13 +17,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest a peer call may take, apart from snapshot chunks.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest body a peer may send us (snapshot chunks are far smaller).
 pub const MAX_PEER_BODY: usize = 64 << 20;
+
+/// A peer whose calls time out and that has answered none for this long gets a new
+/// connection. All calls to a peer share one HTTP/2 connection; after a partition its TCP
+/// connection can sit in retransmission back-off for seconds after the network heals (the
+/// back-off doubles up to a minute), and every call on it times out meanwhile, while a new
+/// connection would work at once.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// HTTP/2 pings on idle and busy connections alike, so a dead connection is noticed even when
+/// no call times out.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -49,6 +61,8 @@ pub enum PeerError {
 pub struct Peers {
     tls: rustls::ClientConfig,
     clients: Mutex<HashMap<(NodeId, String), (reqwest::Client, String)>>,
+    /// Per peer: when a call last succeeded, or its connection was last replaced.
+    fresh: Mutex<HashMap<NodeId, Instant>>,
 }
 
 impl Peers {
@@ -56,7 +70,39 @@ impl Peers {
         Arc::new(Self {
             tls,
             clients: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn answered(&self, id: NodeId) {
+        self.fresh.lock().insert(id, Instant::now());
+    }
+
+    /// After a call to `id` failed with `e`: drops the peer's connection when it cannot
+    /// connect, or when calls time out and none has succeeded for [`STALE_AFTER`] (at most
+    /// once per [`STALE_AFTER`], so a peer that is down is not redialled on every call).
+    fn failed(&self, id: NodeId, e: &reqwest::Error) {
+        if e.is_connect() {
+            self.forget(id);
+            return;
+        }
+        if !e.is_timeout() {
+            return;
+        }
+        let stale = {
+            let mut fresh = self.fresh.lock();
+            let last = fresh.entry(id).or_insert_with(Instant::now);
+            if last.elapsed() >= STALE_AFTER {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        if stale {
+            tracing::debug!(peer = id, "calls time out: reconnecting");
+            self.forget(id);
+        }
     }
 
     async fn client(&self, id: NodeId, addr: &str) -> Result<(reqwest::Client, String), PeerError> {
@@ -84,7 +130,9 @@ impl Peers {
             .resolve(&name, sock)
             .http2_prior_knowledge()
             .connect_timeout(Duration::from_secs(3))
-            .http2_keep_alive_interval(Duration::from_secs(5))
+            .http2_keep_alive_interval(PING_INTERVAL)
+            .http2_keep_alive_timeout(PING_TIMEOUT)
+            .http2_keep_alive_while_idle(true)
             .build()
             .map_err(|e| PeerError::Unreachable {
                 id,
@@ -123,19 +171,21 @@ impl Peers {
             .send()
             .await
             .map_err(|e| {
-                if e.is_connect() {
-                    self.forget(id);
-                }
+                self.failed(id, &e);
                 PeerError::Unreachable {
                     id,
                     message: e.to_string(),
                 }
             })?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| PeerError::Unreachable {
-            id,
-            message: e.to_string(),
+        let bytes = resp.bytes().await.map_err(|e| {
+            self.failed(id, &e);
+            PeerError::Unreachable {
+                id,
+                message: e.to_string(),
+            }
         })?;
+        self.answered(id);
         if status != 200 {
             return Err(PeerError::Remote {
                 id,
