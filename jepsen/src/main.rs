@@ -138,6 +138,10 @@ struct RunWhat {
     nemesis: String,
 }
 
+/// Set by SIGINT/SIGTERM: the current run stops and cleans up, and a matrix starts no further
+/// run.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -276,6 +280,10 @@ async fn matrix(m: MatrixArgs) -> Result<bool> {
                 };
                 all_valid &= matches!(outcome, Ok(true));
                 rows.push(row);
+                if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                    println!("matrix interrupted: the remaining configurations are skipped");
+                    break 'outer;
+                }
                 if outcome.is_err() && rows.len() == 1 {
                     // The first run could not even start: the rest would fail alike.
                     break 'outer;
@@ -440,6 +448,7 @@ async fn run(args: RunArgs) -> Result<bool> {
                 _ = term.recv() => {}
             }
             eprintln!("interrupted: stopping the run and cleaning up");
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             stop.cancel();
         });
     }
