@@ -42,7 +42,7 @@ enum Cmd {
     Cleanup,
     /// Checks the key-lifecycle linearizability of a recorded history.jsonl again.
     Check { history: PathBuf },
-    /// Draws timeline.svg for a results folder from its history.jsonl and summary.json.
+    /// Draws timeline.svg for a results folder from its history.jsonl and results.json.
     Plot { dir: PathBuf },
     /// Runs every nemesis alone, for each node count and several seeds, one run after the
     /// other, and writes a table of the verdicts to `<results>/matrix/summary.md`.
@@ -239,10 +239,9 @@ async fn matrix(m: MatrixArgs) -> Result<bool> {
                 };
                 println!("\n=== matrix: {name}");
                 let outcome = run(args).await;
-                let summary: Option<serde_json::Value> =
-                    std::fs::read_to_string(root.join(&name).join("summary.json"))
-                        .ok()
-                        .and_then(|t| serde_json::from_str(&t).ok());
+                let summary: Option<serde_json::Value> = read_results(&root.join(&name))
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
                 let row = match (&outcome, summary) {
                     (Ok(_), Some(s)) => {
                         let v = |p: &str| s.pointer(p).and_then(serde_json::Value::as_bool);
@@ -303,10 +302,15 @@ async fn matrix(m: MatrixArgs) -> Result<bool> {
     Ok(all_valid)
 }
 
+/// A run's `results.json` (named `summary.json` in folders written by earlier versions).
+fn read_results(dir: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(dir.join("results.json"))
+        .or_else(|_| std::fs::read_to_string(dir.join("summary.json")))
+}
+
 fn plot(dir: &Path) -> Result<bool> {
     let ops = history::read_jsonl(&dir.join("history.jsonl"))?;
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json"))?)?;
+    let summary: serde_json::Value = serde_json::from_str(&read_results(dir)?)?;
     let mut phases: Vec<nemesis::PhaseEvent> =
         serde_json::from_value(summary["phases"].clone()).unwrap_or_default();
     if phases.is_empty() {
@@ -327,7 +331,7 @@ fn plot(dir: &Path) -> Result<bool> {
     let end = ops.iter().map(|o| o.time).max().unwrap_or(0);
     std::fs::write(
         dir.join("timeline.svg"),
-        report::timeline_svg(&ops, &phases, end),
+        report::timeline_svg(&ops, &phases, end)?,
     )?;
     println!("wrote {}", dir.join("timeline.svg").display());
     Ok(true)
@@ -710,13 +714,14 @@ async fn run(args: RunArgs) -> Result<bool> {
         notes,
     };
     std::fs::write(
-        dir.join("summary.json"),
+        dir.join("results.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
-    std::fs::write(
-        dir.join("timeline.svg"),
-        report::timeline_svg(&ops, &phases, end_of_faults),
-    )?;
+    // The picture is a view of the history; a run whose picture cannot be drawn still counts.
+    match report::timeline_svg(&ops, &phases, end_of_faults) {
+        Ok(svg) => std::fs::write(dir.join("timeline.svg"), svg)?,
+        Err(e) => eprintln!("no timeline.svg: {e:#}"),
+    }
     let md = report::markdown(&summary);
     std::fs::write(dir.join("summary.md"), &md)?;
     if !args.opts.keep_work {

@@ -1,4 +1,4 @@
-//! summary.json and summary.md of a run.
+//! results.json, summary.md and timeline.svg of a run.
 
 use crate::check::{LifecycleResult, PhaseStats, VisibilityResult};
 use crate::nemesis::{Action, Step};
@@ -230,17 +230,19 @@ pub fn markdown(s: &Summary) -> String {
     m
 }
 
-/// The run as a picture: completed operations per second (ok, and failed or indeterminate)
-/// and the p99 latency of successful ones, with the fault intervals shaded and named.
-pub fn timeline_svg(
-    ops: &[crate::history::Op],
-    phases: &[crate::nemesis::PhaseEvent],
-    end: u64,
-) -> String {
+/// Per second of a run: operations completed ok, operations failed or indeterminate (a definite
+/// `exists`/`not-found` answer is a result, not a failure), and the p99 latency of the
+/// successful ones in milliseconds.
+#[derive(Debug, Default, PartialEq)]
+pub struct Buckets {
+    pub ok: Vec<u32>,
+    pub bad: Vec<u32>,
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+/// Sorts the completions of `ops` into one-second buckets up to `end` (ns since the start).
+pub fn buckets(ops: &[crate::history::Op], end: u64) -> Buckets {
     use crate::history::OpType;
-    const W: f64 = 1000.0;
-    const LEFT: f64 = 60.0;
-    const RIGHT: f64 = 20.0;
     let secs = ((end as f64 / 1e9).ceil() as usize).clamp(1, 100_000);
     let mut ok = vec![0u32; secs];
     let mut bad = vec![0u32; secs];
@@ -265,108 +267,223 @@ pub fn timeline_svg(
             bad[b] += 1;
         }
     }
-    let x = |t: f64| LEFT + (W - LEFT - RIGHT) * t / secs as f64;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="440" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    // Fault intervals.
-    for (i, p) in phases.iter().enumerate() {
-        if matches!(p.phase.as_str(), "setup" | "healthy" | "recovery" | "final") {
-            continue;
-        }
-        let to = phases.get(i + 1).map_or(end, |n| n.time);
-        let (x0, x1) = (x(p.time as f64 / 1e9), x(to as f64 / 1e9));
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{x0:.1}" y="20" width="{:.1}" height="390" fill="#f4a261" fill-opacity="0.25"/><text x="{:.1}" y="30" transform="rotate(90 {:.1} 30)" fill="#7a3e00">{}</text>"##,
-            (x1 - x0).max(1.0),
-            x0 + 2.0,
-            x0 + 2.0,
-            p.phase
-        );
-    }
-    // Throughput panel, y 20..200.
-    let top = ok
-        .iter()
-        .zip(&bad)
-        .map(|(a, b)| a.max(b))
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let y1 = |v: f64| 200.0 - 170.0 * v / top;
-    for (series, color) in [(&ok, "#2a9d8f"), (&bad, "#e63946")] {
-        let pts: Vec<String> = series
-            .iter()
-            .enumerate()
-            .map(|(i, v)| format!("{:.1},{:.1}", x(i as f64 + 0.5), y1(f64::from(*v))))
-            .collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{}"/>"#,
-            pts.join(" ")
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r##"<text x="{LEFT}" y="14">operations per second: <tspan fill="#2a9d8f">ok</tspan>, <tspan fill="#e63946">failed or indeterminate</tspan> (max {top:.0}/s)</text>"##
-    );
-    // Latency panel, log scale 0.1 ms .. 10 s, y 230..410.
-    let y2 = |ms: f64| {
-        let l = ms.clamp(0.1, 10_000.0).log10(); // -1 .. 4
-        410.0 - 180.0 * (l + 1.0) / 5.0
-    };
-    for (ms, label) in [
-        (0.1, "0.1 ms"),
-        (1.0, "1 ms"),
-        (10.0, "10 ms"),
-        (100.0, "100 ms"),
-        (1000.0, "1 s"),
-        (10_000.0, "10 s"),
-    ] {
-        let y = y2(ms);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/><text x="4" y="{:.1}">{label}</text>"##,
-            W - RIGHT,
-            y + 4.0
-        );
-    }
-    let pts: Vec<String> = lat
+    let p99_ms = lat
         .iter_mut()
-        .enumerate()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(i, v)| {
+        .map(|v| {
+            if v.is_empty() {
+                return None;
+            }
             v.sort_by(f64::total_cmp);
-            let p99 = v[((v.len() as f64 - 1.0) * 0.99).round() as usize];
-            format!("{:.1},{:.1}", x(i as f64 + 0.5), y2(p99))
+            Some(v[((v.len() as f64 - 1.0) * 0.99).round() as usize])
         })
         .collect();
-    let _ = writeln!(
-        svg,
-        r##"<polyline fill="none" stroke="#264653" stroke-width="1.2" points="{}"/><text x="{LEFT}" y="225">p99 latency of successful operations per second (log scale)</text>"##,
-        pts.join(" ")
-    );
-    // Time axis.
-    let step = [10usize, 30, 60, 120, 300, 600]
-        .into_iter()
-        .find(|s| secs / s <= 12)
-        .unwrap_or(1200);
-    for t in (0..=secs).step_by(step) {
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{0:.1}" x2="{0:.1}" y1="410" y2="414" stroke="#333"/><text x="{0:.1}" y="428" text-anchor="middle">{t} s</text>"##,
-            x(t as f64)
-        );
+    Buckets { ok, bad, p99_ms }
+}
+
+/// The fault intervals of a run, in seconds: (name, from, to).
+fn fault_intervals(phases: &[crate::nemesis::PhaseEvent], end: u64) -> Vec<(String, f64, f64)> {
+    phases
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !matches!(p.phase.as_str(), "setup" | "healthy" | "recovery" | "final"))
+        .map(|(i, p)| {
+            let to = phases.get(i + 1).map_or(end, |n| n.time);
+            (p.phase.clone(), p.time as f64 / 1e9, to as f64 / 1e9)
+        })
+        .collect()
+}
+
+/// The run as a picture: completed operations per second (ok, and failed or indeterminate)
+/// and the p99 latency of successful ones on a log scale, with the fault intervals shaded and
+/// named; an SVG document.
+pub fn timeline_svg(
+    ops: &[crate::history::Op],
+    phases: &[crate::nemesis::PhaseEvent],
+    end: u64,
+) -> anyhow::Result<String> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    const OK: RGBColor = RGBColor(42, 157, 143);
+    const BAD: RGBColor = RGBColor(230, 57, 70);
+    const LATENCY: RGBColor = RGBColor(38, 70, 83);
+    const FAULT: RGBColor = RGBColor(244, 162, 97);
+    const FAULT_TEXT: RGBColor = RGBColor(122, 62, 0);
+    let b = buckets(ops, end);
+    let secs = b.ok.len() as f64;
+    let faults = fault_intervals(phases, end);
+    let top = f64::from(b.ok.iter().chain(&b.bad).copied().max().unwrap_or(1).max(1)) * 1.1;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the timeline: {e}");
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (upper, lower) = root.split_vertically(260);
+        // Fault names run down the left edge of their interval, so neighbours do not overlap.
+        let label = ("sans-serif", 11)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+            .color(&FAULT_TEXT)
+            .pos(Pos::new(HPos::Left, VPos::Bottom));
+
+        let mut ops_chart = ChartBuilder::on(&upper)
+            .caption(
+                "operations per second: ok (green), failed or indeterminate (red)",
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(22)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..secs, 0f64..top)
+            .map_err(|e| err(&e))?;
+        ops_chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .y_desc("ops/s")
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (name, from, to) in &faults {
+            ops_chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(*from, 0.0), (*to, top)],
+                    FAULT.mix(0.3).filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            ops_chart
+                .draw_series(std::iter::once(Text::new(
+                    name.clone(),
+                    (*from, top),
+                    label.clone(),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        for (series, color) in [(&b.ok, OK), (&b.bad, BAD)] {
+            ops_chart
+                .draw_series(LineSeries::new(
+                    series
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i as f64 + 0.5, f64::from(*v))),
+                    color.stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+        }
+
+        let mut lat_chart = ChartBuilder::on(&lower)
+            .caption(
+                "p99 latency of successful operations, per second (log scale)",
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..secs, (0.1f64..10_000f64).log_scale())
+            .map_err(|e| err(&e))?;
+        lat_chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v}"))
+            .y_desc("ms")
+            .x_desc("seconds since the start")
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (_, from, to) in &faults {
+            lat_chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(*from, 0.1), (*to, 10_000.0)],
+                    FAULT.mix(0.3).filled(),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        lat_chart
+            .draw_series(LineSeries::new(
+                b.p99_ms
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|ms| (i as f64 + 0.5, ms.clamp(0.1, 10_000.0)))),
+                LATENCY.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
-    let _ = writeln!(
-        svg,
-        r##"<line x1="{LEFT}" x2="{:.1}" y1="410" y2="410" stroke="#333"/><line x1="{LEFT}" x2="{:.1}" y1="200" y2="200" stroke="#333"/></svg>"##,
-        W - RIGHT,
-        W - RIGHT
-    );
-    svg
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::history::{Op, OpType, Process};
+    use crate::nemesis::PhaseEvent;
+
+    fn op(process: u64, kind: OpType, time_ms: u64, error: Option<&str>) -> Op {
+        Op {
+            index: 0,
+            process: Process::Client(process),
+            kind,
+            f: "generate".into(),
+            value: serde_json::Value::Null,
+            time: time_ms * 1_000_000,
+            node: Some(1),
+            workload: None,
+            error: error.map(str::to_owned),
+        }
+    }
+
+    /// Three seconds: two ok operations (10 ms and 30 ms) in the first, a definite
+    /// "not-found" and an indeterminate one in the second, a refused one in the third.
+    fn history() -> Vec<Op> {
+        vec![
+            op(1, OpType::Invoke, 100, None),
+            op(1, OpType::Ok, 110, None),
+            op(2, OpType::Invoke, 200, None),
+            op(2, OpType::Ok, 230, None),
+            op(1, OpType::Invoke, 1_100, None),
+            op(1, OpType::Fail, 1_150, Some("not-found")),
+            op(3, OpType::Invoke, 1_200, None),
+            op(3, OpType::Info, 1_900, Some("timeout")),
+            op(4, OpType::Invoke, 2_500, None),
+            op(4, OpType::Fail, 2_501, Some("refused")),
+        ]
+    }
+
+    #[test]
+    fn buckets_count_per_second() {
+        let b = buckets(&history(), 3_000_000_000);
+        assert_eq!(b.ok, vec![2, 0, 0]);
+        assert_eq!(
+            b.bad,
+            vec![0, 1, 1],
+            "not-found is an answer, timeout and refusal are not"
+        );
+        assert_eq!(b.p99_ms, vec![Some(30.0), None, None]);
+    }
+
+    #[test]
+    fn the_picture_shows_the_faults() {
+        let phases = vec![
+            PhaseEvent {
+                time: 0,
+                phase: "healthy".into(),
+            },
+            PhaseEvent {
+                time: 1_000_000_000,
+                phase: "partition-ring".into(),
+            },
+            PhaseEvent {
+                time: 2_000_000_000,
+                phase: "recovery".into(),
+            },
+        ];
+        let svg = timeline_svg(&history(), &phases, 3_000_000_000).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("partition-ring"));
+        assert!(!svg.contains(">healthy<") && !svg.contains(">recovery<"));
+        assert!(svg.contains("<polyline"), "the series are drawn");
+    }
 }
