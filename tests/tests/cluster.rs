@@ -547,3 +547,36 @@ async fn racing_creates_and_deletes_of_one_name_leave_cluster_and_keystore_agree
         }
     }
 }
+
+/// When a delete is acknowledged, the other nodes have applied it: even if the leader stops
+/// right after answering (so no heartbeat tells the followers that the tombstone is
+/// committed, until a new leader is elected seconds later), no follower serves the key.
+#[tokio::test]
+async fn a_delete_is_applied_everywhere_when_it_is_acknowledged() {
+    let c = cluster(3, "10s").await;
+    let leader = c.wait_leader(10).await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let clients: Vec<_> = (0..3).map(|i| c.client(i)).collect();
+    for round in 0..20 {
+        let name = format!("gone-{round}");
+        clients[leader].create_key(&name).await.unwrap();
+        for client in &clients {
+            client.generate_key(&name, b"").await.unwrap();
+        }
+        clients[leader].delete_key(&name).await.unwrap();
+        c.signal(leader, "STOP");
+        let mut answers = Vec::new();
+        for f in &followers {
+            answers.push((f + 1, clients[*f].generate_key(&name, b"").await));
+        }
+        c.signal(leader, "CONT");
+        for (node, r) in answers {
+            assert!(
+                r.as_ref().is_err_and(|e| e.is_key_not_found()),
+                "round {round}: node {node} served the deleted key right after the acknowledgement: {r:?}"
+            );
+        }
+    }
+    // Nothing was disturbed: the same leader still answers.
+    c.client(leader).create_key("after").await.unwrap();
+}

@@ -70,6 +70,10 @@ pub const RECONCILE_FOR: Duration = Duration::from_secs(30 * 60);
 /// KMS before leaving it (it cannot complete the create itself).
 const RECONCILE_AWAY_FOR: Duration = Duration::from_secs(60);
 
+/// How long the leader waits, before answering a delete, for the other members to apply the
+/// tombstone (see [`Cluster::spread`]).
+const SPREAD_FOR: Duration = Duration::from_millis(500);
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1053,11 +1057,69 @@ impl Cluster {
             name: name.to_owned(),
             at_ms: now_ms(),
         };
-        if let Err(e) = self.raft.client_write(cmd).await {
-            tracing::warn!(key = %name, error = %e, "key deleted but tombstone not committed");
-            return Err(ApiError::PartialWrite);
+        match self.raft.client_write(cmd).await {
+            Ok(w) => self.spread(w.log_id.index).await,
+            Err(e) => {
+                tracing::warn!(key = %name, error = %e, "key deleted but tombstone not committed");
+                return Err(ApiError::PartialWrite);
+            }
         }
         r.map_err(|e| ApiError::store(StoreOp::Delete, e))
+    }
+
+    /// Waits until every other member has applied the log up to `index`, or has not answered,
+    /// or [`SPREAD_FOR`] has passed. A delete is answered after this, so a member that can be
+    /// reached no longer serves the key when the client learns of the delete, even if this
+    /// leader fails right after answering (its followers would otherwise learn that the
+    /// tombstone is committed only from the next leader, seconds later).
+    async fn spread(&self, index: u64) {
+        let Some(peers) = &self.peers else {
+            return;
+        };
+        let others: Vec<(NodeId, String)> = self
+            .members()
+            .into_iter()
+            .filter(|(id, _, _)| *id != self.id)
+            .map(|(id, addr, _)| (id, addr))
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        // Followers learn the new commit index from the next append or heartbeat: send it now.
+        let _ = self.raft.trigger().heartbeat().await;
+        let deadline = Instant::now() + SPREAD_FOR;
+        let waits = others.iter().map(|(id, addr)| async move {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                match peers
+                    .call::<_, u64>(*id, addr, "/cluster/applied", &(), left)
+                    .await
+                {
+                    Ok(applied) if applied >= index => return true,
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    // A peer of a version without this route: nothing to wait for.
+                    Err(PeerError::Remote { status: 404, .. }) => return true,
+                    Err(_) => return false,
+                }
+            }
+        });
+        let reached = futures_util::future::join_all(waits).await;
+        let behind: Vec<NodeId> = others
+            .iter()
+            .zip(reached)
+            .filter(|(_, r)| !r)
+            .map(|((id, _), _)| *id)
+            .collect();
+        if !behind.is_empty() {
+            tracing::debug!(
+                index,
+                ?behind,
+                "members that had not applied the delete when it was answered"
+            );
+        }
     }
 
     pub async fn list(&self, prefix: &str, continue_at: &str) -> Result<ListPage, ApiError> {

@@ -172,6 +172,15 @@ async fn handle(
             };
             answer(&cluster.grant_prevote(peer, &req))
         }
+        "/cluster/applied" => {
+            let applied = cluster
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            answer(&applied)
+        }
         "/cluster/elect" => {
             let r = cluster.raft.trigger().elect().await;
             answer(&r.is_ok())
