@@ -293,9 +293,32 @@ fn fault_intervals(phases: &[crate::nemesis::PhaseEvent], end: u64) -> Vec<(Stri
         .collect()
 }
 
+/// Rows for labels that start at `x` pixels and are `width` pixels wide, in order: each goes in
+/// the first row where it clears the label before it, at most `max_rows` rows; when none is
+/// free, in the row whose last label ends first.
+fn label_rows(labels: &[(i32, i32)], max_rows: usize) -> Vec<usize> {
+    const GAP: i32 = 8;
+    let mut ends: Vec<i32> = Vec::new();
+    labels
+        .iter()
+        .map(|&(x, width)| {
+            let row = match ends.iter().position(|&end| end + GAP <= x) {
+                Some(row) => row,
+                None if ends.len() < max_rows.max(1) => {
+                    ends.push(i32::MIN);
+                    ends.len() - 1
+                }
+                None => (0..ends.len()).min_by_key(|&r| ends[r]).unwrap_or(0),
+            };
+            ends[row] = x + width;
+            row
+        })
+        .collect()
+}
+
 /// The run as a picture: completed operations per second (ok, and failed or indeterminate)
 /// and the p99 latency of successful ones on a log scale, with the fault intervals shaded and
-/// named; an SVG document.
+/// named above the upper panel; an SVG document.
 pub fn timeline_svg(
     ops: &[crate::history::Op],
     phases: &[crate::nemesis::PhaseEvent],
@@ -308,31 +331,65 @@ pub fn timeline_svg(
     const LATENCY: RGBColor = RGBColor(38, 70, 83);
     const FAULT: RGBColor = RGBColor(244, 162, 97);
     const FAULT_TEXT: RGBColor = RGBColor(122, 62, 0);
+    const WIDTH: u32 = 1000;
+    const PANEL: u32 = 260;
+    const MARGIN: u32 = 10;
+    const Y_LABELS: u32 = 55;
+    const CAPTION: u32 = 22;
+    const ROW: u32 = 14;
+    const MAX_ROWS: usize = 6;
     let b = buckets(ops, end);
     let secs = b.ok.len() as f64;
     let faults = fault_intervals(phases, end);
     let top = f64::from(b.ok.iter().chain(&b.bad).copied().max().unwrap_or(1).max(1)) * 1.1;
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the timeline: {e}");
+    let caption = ("sans-serif", 14).into_font();
+    let label = ("sans-serif", 11)
+        .into_font()
+        .color(&FAULT_TEXT)
+        .pos(Pos::new(HPos::Left, VPos::Bottom));
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let (upper, lower) = root.split_vertically(260);
-        // Fault names run down the left edge of their interval, so neighbours do not overlap.
-        let label = ("sans-serif", 11)
-            .into_font()
-            .transform(FontTransform::Rotate90)
-            .color(&FAULT_TEXT)
-            .pos(Pos::new(HPos::Left, VPos::Bottom));
+        // The fault names go in rows between the caption and the upper panel; the rows are
+        // laid out on the panels' x scale, which the charts below reproduce.
+        let plot_x0 = (MARGIN + Y_LABELS) as f64;
+        let plot_w = f64::from(WIDTH - 2 * MARGIN - Y_LABELS);
+        let to_px = |s: f64| (plot_x0 + s / secs.max(1.0) * plot_w).round() as i32;
+        // A name starts just right of its interval's start, but stays inside the picture.
+        let text_x = |x: i32, w: i32| (x + 2).min((WIDTH - MARGIN) as i32 - w);
+        let mut spans = Vec::new();
+        {
+            let mut unused = String::new();
+            let scratch = SVGBackend::with_string(&mut unused, (WIDTH, PANEL)).into_drawing_area();
+            for (name, from, _) in &faults {
+                let (w, _) = scratch
+                    .estimate_text_size(name, &label)
+                    .map_err(|e| err(&e))?;
+                // The estimate is rough (the viewer picks the font); leave some room.
+                let w = (f64::from(w) * 1.12).ceil() as i32;
+                spans.push((text_x(to_px(*from), w), w));
+            }
+        }
+        let rows = label_rows(&spans, MAX_ROWS);
+        let used = rows.iter().max().map_or(0, |r| r + 1) as u32;
+        let strip = used * ROW + if used > 0 { 4 } else { 0 };
 
-        let mut ops_chart = ChartBuilder::on(&upper)
-            .caption(
+        let root =
+            SVGBackend::with_string(&mut svg, (WIDTH, 2 * PANEL + strip)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let (upper, lower) = root.split_vertically(PANEL + strip);
+        upper
+            .draw_text(
                 "operations per second: ok (green), failed or indeterminate (red)",
-                ("sans-serif", 14),
+                &TextStyle::from(caption.clone()).pos(Pos::new(HPos::Center, VPos::Top)),
+                ((WIDTH / 2) as i32, MARGIN as i32),
             )
-            .margin(10)
+            .map_err(|e| err(&e))?;
+        let mut ops_chart = ChartBuilder::on(&upper)
+            .margin(MARGIN)
+            .margin_top(MARGIN + CAPTION + strip)
             .x_label_area_size(22)
-            .y_label_area_size(55)
+            .y_label_area_size(Y_LABELS)
             .build_cartesian_2d(0f64..secs, 0f64..top)
             .map_err(|e| err(&e))?;
         ops_chart
@@ -344,19 +401,25 @@ pub fn timeline_svg(
             .y_desc("ops/s")
             .draw()
             .map_err(|e| err(&e))?;
-        for (name, from, to) in &faults {
+        for ((name, from, to), (row, (_, w))) in faults.iter().zip(rows.iter().zip(&spans)) {
             ops_chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(*from, 0.0), (*to, top)],
                     FAULT.mix(0.3).filled(),
                 )))
                 .map_err(|e| err(&e))?;
-            ops_chart
-                .draw_series(std::iter::once(Text::new(
-                    name.clone(),
-                    (*from, top),
-                    label.clone(),
-                )))
+            // The name sits above the start of its interval, tied to it by a tick, and is kept
+            // inside the picture at the right edge.
+            let (x, plot_top) = ops_chart.backend_coord(&(*from, top));
+            let baseline = plot_top - 3 - (*row as u32 * ROW) as i32;
+            upper
+                .draw(&PathElement::new(
+                    vec![(x, baseline), (x, plot_top)],
+                    FAULT.stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+            upper
+                .draw_text(name, &label, (text_x(x, *w), baseline))
                 .map_err(|e| err(&e))?;
         }
         for (series, color) in [(&b.ok, OK), (&b.bad, BAD)] {
@@ -374,11 +437,11 @@ pub fn timeline_svg(
         let mut lat_chart = ChartBuilder::on(&lower)
             .caption(
                 "p99 latency of successful operations, per second (log scale)",
-                ("sans-serif", 14),
+                caption.clone(),
             )
-            .margin(10)
+            .margin(MARGIN)
             .x_label_area_size(35)
-            .y_label_area_size(55)
+            .y_label_area_size(Y_LABELS)
             .build_cartesian_2d(0f64..secs, (0.1f64..10_000f64).log_scale())
             .map_err(|e| err(&e))?;
         lat_chart
@@ -461,6 +524,16 @@ mod tests {
             "not-found is an answer, timeout and refusal are not"
         );
         assert_eq!(b.p99_ms, vec![Some(30.0), None, None]);
+    }
+
+    #[test]
+    fn fault_names_that_would_overlap_go_in_further_rows() {
+        // x and width in pixels; 8 pixels between names in one row.
+        let labels = [(0, 50), (40, 50), (100, 20), (60, 10)];
+        assert_eq!(label_rows(&labels, 3), vec![0, 1, 0, 2]);
+        // With two rows at most, the last goes where the row ends first.
+        assert_eq!(label_rows(&labels, 2), vec![0, 1, 0, 1]);
+        assert!(label_rows(&[], 2).is_empty());
     }
 
     #[test]
