@@ -799,7 +799,26 @@ impl Cluster {
         }
         let index = self.read_index().await?;
         self.wait_applied(index).await?;
-        self.get(name).await
+        match self.get(name).await {
+            Err(ApiError::KeyNotFound) => self.committed(name).await,
+            r => r,
+        }
+    }
+
+    /// After the keystore said `name` does not exist: the answer of the committed state, read
+    /// after the keystore's. The leader changes the keystore before it commits the change, so
+    /// a delete in flight is visible there while the committed state still holds the key and
+    /// every node serves it; a "not found" then, followed by a "found" from another node,
+    /// would make the delete appear twice. The commit is the point where a write takes effect.
+    async fn committed(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
+        let index = self.read_index().await?;
+        self.wait_applied(index).await?;
+        if !self.state.read(|s| s.key(name).is_some()) {
+            return Err(ApiError::KeyNotFound);
+        }
+        self.local(name)
+            .map(|hit| hit.key)
+            .ok_or(ApiError::KeyNotFound)
     }
 
     /// While the KMS is known to be unreachable, a write first probes it (bounded by
@@ -1313,3 +1332,6 @@ impl From<PeerError> for ApiError {
         ApiError::ClusterUnavailable
     }
 }
+
+#[cfg(test)]
+mod tests;
