@@ -8,10 +8,10 @@
 # nemesis alone:
 #
 #   1. filesystem KMS, 3 and 5 nodes, SEEDS seeds each (12 nemeses),
-#   2. OpenBao as the KMS, 3 nodes, one seed each (14 nemeses: also kms-pause and kms-cut).
+#   2. OpenBao as the KMS, 3 and 5 nodes, one seed each (14 nemeses: also kms-pause and kms-cut).
 #
-# Each run lasts TIME (45s) plus start-up and the final checks, about a minute: with the
-# defaults 62 runs, a little over an hour. Tables go to
+# Each run lasts TIME (90s) plus start-up, healing and the final checks, about two minutes:
+# with the defaults 76 runs, about two hours and forty minutes. Tables go to
 # RESULTS/fs/matrix/summary.md and RESULTS/openbao/matrix/summary.md, each run's folder (history,
 # results.json, summary.md, timeline.svg, node logs) next to them. Exits 1 if any run found an
 # anomaly or could not be done.
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 
 SEEDS="${SEEDS:-2}"
 SEED="${SEED:-200}"
-TIME="${TIME:-45s}"
+TIME="${TIME:-90s}"
 NODES="${NODES:-3,5}"
 RESULTS="${RESULTS:-jepsen/results/full}"
 
@@ -40,7 +40,7 @@ cargo build --locked -p kes-cli -p kes-jepsen
 status=0
 target/debug/kes-jepsen matrix --nodes "$NODES" --seeds "$SEEDS" --seed "$SEED" --time "$TIME" \
     --results "$RESULTS/fs" || status=1
-target/debug/kes-jepsen matrix --nodes 3 --seeds 1 --seed "$((SEED + 100))" --time "$TIME" \
+target/debug/kes-jepsen matrix --nodes "$NODES" --seeds 1 --seed "$((SEED + 100))" --time "$TIME" \
     --kms openbao --results "$RESULTS/openbao" || status=1
 echo
 echo "tables: $RESULTS/fs/matrix/summary.md, $RESULTS/openbao/matrix/summary.md"
