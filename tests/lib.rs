@@ -541,6 +541,29 @@ impl ProcCluster {
         }
     }
 
+    /// A plain HTTP client with the admin API key's certificate, for requests that must reach
+    /// one node exactly once (no retries, no failover), and the URL of `path` on node `i`.
+    pub fn raw_client(&self) -> reqwest::Client {
+        let cert = ClientCert::from_api_key(&self.files.api_key);
+        let mut roots = rustls::RootCertStore::empty();
+        kes_tls::add_ca(&mut roots, &self.files.ca_file).unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(cert.certs, PrivateKeyDer::try_from(cert.key_der).unwrap())
+            .unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("{}{path}", self.files.nodes[i].endpoint())
+    }
+
     /// The current leader's index (0-based), as node `via` sees it.
     pub async fn leader(&self, via: usize) -> Option<usize> {
         let st = self.client(via).cluster_status().await.ok()?;

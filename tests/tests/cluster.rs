@@ -186,6 +186,55 @@ async fn leader_kill_keeps_crypto_up_and_writes_resume() {
 }
 
 #[tokio::test]
+async fn a_write_sent_during_a_leader_failover_waits_for_the_new_leader() {
+    let mut c = cluster(3, "30s").await;
+    c.client(0).create_key("before").await.unwrap();
+    let leader = c.wait_leader(10).await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let other = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    let http = c.raw_client();
+    // the follower has a connection to the leader and knows it as leader
+    let warm = send(&http, "POST", &c.url(follower, "/v1/key/create/warm"), None).await;
+    assert_eq!(warm.status, 200, "{}", warm.text());
+    c.kill(leader);
+    // Sent at once, before the survivors notice: the follower cannot reach the leader it
+    // knows, waits for the election and forwards to the new leader. One request, no retry.
+    let started = Instant::now();
+    let a = send(
+        &http,
+        "POST",
+        &c.url(follower, "/v1/key/create/failover"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        200,
+        "create during the failover answered {} after {:?}: {}",
+        a.status,
+        started.elapsed(),
+        a.text()
+    );
+    let d = c.client(other).generate_key("failover", b"").await.unwrap();
+    assert_eq!(
+        c.client(follower)
+            .decrypt("failover", &d.ciphertext.0, b"")
+            .await
+            .unwrap(),
+        d.plaintext.0
+    );
+    // a delete through the follower works the same way
+    let a = send(
+        &http,
+        "DELETE",
+        &c.url(follower, "/v1/key/delete/warm"),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+}
+
+#[tokio::test]
 async fn policy_changes_apply_on_every_node() {
     let c = cluster(3, "10s").await;
     let app = kes_crypto::ApiKey::generate();

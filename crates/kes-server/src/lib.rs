@@ -699,7 +699,12 @@ async fn process(
         return Err(ApiError::AdminOnly);
     }
     if needs_leader(route.id) && !app.cluster.is_leader() && app.cluster.peers.is_some() {
-        return forward_to_leader(app, method, path_and_query, identity, body).await;
+        if let Some(answer) =
+            forward_to_leader(app, method, &path_and_query, identity, &body).await?
+        {
+            return Ok(answer);
+        }
+        // This node was elected while the request waited for a leader: run it here.
     }
     let work = api::handle(
         app,
@@ -727,43 +732,67 @@ fn needs_leader(id: routes::RouteId) -> bool {
     )
 }
 
+/// How long a write waits for a leader when none is known or the known one cannot be reached
+/// (a leader that just died): an election with its pre-vote, with room to spare.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
 /// Sends the request to the leader and relays its answer unchanged, so forwarding is invisible
-/// to the client.
+/// to the client. While there is no leader, or the leader refuses connections (the request
+/// surely did not reach it), waits up to [`LEADER_WAIT`] for one, so a write sent during a
+/// failover completes instead of failing. `None`: this node became the leader meanwhile.
 async fn forward_to_leader(
     app: &App,
     method: &str,
-    path_and_query: String,
+    path_and_query: &str,
     identity: &str,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    body: &Bytes,
+) -> Result<Option<Response>, ApiError> {
     let c = &app.cluster;
-    let (Some(peers), Some(leader)) = (&c.peers, c.leader()) else {
+    let Some(peers) = &c.peers else {
         return Err(ApiError::ClusterUnavailable);
     };
-    let addr = c
-        .members()
-        .into_iter()
-        .find(|(id, _, _)| *id == leader)
-        .map(|(_, a, _)| a)
-        .ok_or(ApiError::ClusterUnavailable)?;
     let req = cluster::ForwardRequest {
         method: method.to_owned(),
-        path_and_query,
+        path_and_query: path_and_query.to_owned(),
         identity: identity.to_owned(),
         body: body.to_vec(),
     };
-    // Writes wait for the keystore and a Raft commit on the leader: allow for the route's own
-    // timeout there.
-    let resp: cluster::ForwardResponse = peers
-        .call(
-            leader,
-            &addr,
-            "/cluster/forward",
-            &req,
-            Duration::from_secs(20),
-        )
-        .await?;
-    Ok(cluster::rpc::relay(resp))
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    loop {
+        if c.is_leader() {
+            return Ok(None);
+        }
+        let target = c.leader().and_then(|leader| {
+            c.members()
+                .into_iter()
+                .find(|(id, _, _)| *id == leader)
+                .map(|(id, addr, _)| (id, addr))
+        });
+        if let Some((leader, addr)) = target {
+            // Writes wait for the keystore and a Raft commit on the leader: allow for the
+            // route's own timeout there.
+            match peers
+                .call::<_, cluster::ForwardResponse>(
+                    leader,
+                    &addr,
+                    "/cluster/forward",
+                    &req,
+                    Duration::from_secs(20),
+                )
+                .await
+            {
+                Ok(resp) => return Ok(Some(cluster::rpc::relay(resp))),
+                Err(e) if e.nothing_sent() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "leader unreachable: waiting for a new one");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::ClusterUnavailable);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs a request forwarded by a peer as the identity the peer authenticated.

@@ -47,6 +47,9 @@ pub enum PeerError {
     },
     #[error("peer {id} unreachable: {message}")]
     Unreachable { id: NodeId, message: String },
+    /// No connection could be made, so the request was never sent.
+    #[error("peer {id} unreachable: cannot connect: {message}")]
+    NotConnected { id: NodeId, message: String },
     #[error("peer {id} answered {status}: {message}")]
     Remote {
         id: NodeId,
@@ -55,6 +58,14 @@ pub enum PeerError {
     },
     #[error("peer {id} sent an invalid answer: {message}")]
     Decode { id: NodeId, message: String },
+}
+
+impl PeerError {
+    /// Whether the request certainly never reached the peer (so sending it to another node
+    /// cannot run it twice).
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, Self::Resolve { .. } | Self::NotConnected { .. })
+    }
 }
 
 /// HTTP clients for peers, one per (id, address), built lazily.
@@ -172,9 +183,11 @@ impl Peers {
             .await
             .map_err(|e| {
                 self.failed(id, &e);
-                PeerError::Unreachable {
-                    id,
-                    message: e.to_string(),
+                let message = e.to_string();
+                if e.is_connect() {
+                    PeerError::NotConnected { id, message }
+                } else {
+                    PeerError::Unreachable { id, message }
                 }
             })?;
         let status = resp.status().as_u16();
@@ -226,9 +239,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 fn rpc_error<E: std::error::Error>(e: PeerError) -> RPCError<NodeId, BasicNode, E> {
     match e {
-        PeerError::Resolve { .. } | PeerError::Unreachable { .. } => {
-            RPCError::Unreachable(Unreachable::new(&e))
-        }
+        PeerError::Resolve { .. }
+        | PeerError::Unreachable { .. }
+        | PeerError::NotConnected { .. } => RPCError::Unreachable(Unreachable::new(&e)),
         _ => RPCError::Network(NetworkError::new(&e)),
     }
 }
