@@ -11,6 +11,13 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-10}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# jemalloc (the server's allocator) and the TLS crypto are built from source: make and a C
+# compiler.
+if ! command -v make >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
+    step "install make and a C compiler"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq make gcc) >/dev/null
+fi
+
 step "build (dev profile, all targets)"
 cargo build --workspace --all-targets --locked
 

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 /// jemalloc with its background purging thread rather than the system allocator. After a burst
 /// of Raft writes (100,000 key creations, say) glibc's malloc kept the freed log entries and
 /// their encoded copies in its per-thread arenas: 220–310 MiB resident per node, against
-/// 127–145 MiB with jemalloc, which hands freed pages back to the system on its own
+/// 137–172 MiB with jemalloc, which hands freed pages back to the system on its own
 /// (benches/README.md, "Memory").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
