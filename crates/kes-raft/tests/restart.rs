@@ -10,6 +10,26 @@ use kes_state::{Outcome, State};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{RaftLogReader, RaftSnapshotBuilder, StorageHelper, Vote};
 use std::io::Cursor;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Opens `dir` again in this process. sled's background flush threads can hold its lock for a
+/// moment after the previous store is dropped; a restarted node is a new process and never
+/// meets this.
+fn reopen(dir: &Path) -> anyhow::Result<(kes_raft::LogStore, kes_raft::StateMachineStore)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
 
 fn history() -> Vec<Entry> {
     vec![
@@ -57,7 +77,7 @@ async fn restart_keeps_vote_log_snapshot_and_state() -> anyhow::Result<()> {
         (snapshot.meta, expected)
     };
 
-    let (mut log, mut sm) = SledStore::open(dir.path())?;
+    let (mut log, mut sm) = reopen(dir.path())?;
     let handle = sm.handle();
 
     assert_eq!(log.read_vote().await?, Some(vote));
@@ -123,7 +143,7 @@ async fn installed_snapshot_survives_restart_and_an_older_build_does_not_replace
     };
     assert_eq!(follower_state, leader_state);
 
-    let (_log, mut sm) = SledStore::open(follower_dir.path())?;
+    let (_log, mut sm) = reopen(follower_dir.path())?;
     assert_eq!(
         sm.applied_state().await?,
         (
@@ -195,7 +215,7 @@ async fn truncate_removes_the_tail_for_good() -> anyhow::Result<()> {
         log.blocking_append([blank(3, 5), normal(3, 6, put_key("k9", 50))])
             .await?;
     }
-    let (mut log, _sm) = SledStore::open(dir.path())?;
+    let (mut log, _sm) = reopen(dir.path())?;
     let state = log.get_log_state().await?;
     assert_eq!(state.last_log_id, Some(log_id(3, 1, 6)));
     let got = log.try_get_log_entries(1..10).await?;
