@@ -589,3 +589,163 @@ impl ProcCluster {
         panic!("no leader after {secs}s");
     }
 }
+
+/// A single `kes server` process with a configuration the test writes, for attacks that must
+/// hit a real process: its own sockets, file descriptors, memory and log.
+pub struct ProcServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: ApiKey,
+    pub ca: Arc<TestCa>,
+    pub dir: TempDir,
+}
+
+impl ProcServer {
+    /// `tls_extra` goes under `tls:` (indented two spaces: `  auth: on\n`), `extra_yaml` at the
+    /// end of the file; `env` is added to the process's environment.
+    pub fn start(tls_extra: &str, extra_yaml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(TestCa::new().unwrap());
+        let admin = ApiKey::generate();
+        let server_cert = ca
+            .issue(
+                "localhost",
+                &["localhost".into()],
+                &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                KeyKind::EcdsaP256,
+            )
+            .unwrap();
+        write(&dir.path().join("server.cert"), &server_cert.cert_pem);
+        write(
+            &dir.path().join("server.key"),
+            server_cert.key_pem.as_bytes(),
+        );
+        let port = free_port();
+        let yaml = format!(
+            "version: v1\naddress: 127.0.0.1:{port}\nadmin:\n  identity: {admin}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n{tls_extra}log:\n  audit: off\nkeystore:\n  memory: {{}}\n{extra_yaml}\n",
+            admin = admin.identity(),
+            d = dir.path().display(),
+        );
+        let config = dir.path().join("config.yaml");
+        write(&config, &yaml);
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut cmd = std::process::Command::new(kes_bin());
+        cmd.args(["server", "--config"])
+            .arg(&config)
+            .env("KES_LOG", "info,openraft=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = Child(cmd.spawn().unwrap());
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        wait_listening(addr, 60);
+        Self {
+            child,
+            addr,
+            admin,
+            ca,
+            dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// A client presenting `cert` (any chain, any key: the chain is sent as given, even when
+    /// its leaf does not belong to the key).
+    pub fn client(&self, cert: Option<&ClientCert>, proto: Proto) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca.ca_der())).unwrap();
+        let b = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut tls = match cert {
+            Some(c) => b.with_client_cert_resolver(Arc::new(AnyChain::new(c))),
+            None => b.with_no_client_auth(),
+        };
+        tls.alpn_protocols = match proto {
+            Proto::Any => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Proto::Http1 => vec![b"http/1.1".to_vec()],
+            Proto::Http2 => vec![b"h2".to_vec()],
+        };
+        let mut b = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(std::time::Duration::from_secs(20));
+        if proto == Proto::Http2 {
+            b = b.http2_prior_knowledge();
+        }
+        b.build().unwrap()
+    }
+
+    pub fn admin_client(&self) -> reqwest::Client {
+        self.client(Some(&ClientCert::from_api_key(&self.admin)), Proto::Any)
+    }
+
+    /// Waits until the node answers `/v1/ready` with 200.
+    pub async fn wait_ready(&self) {
+        let c = self.admin_client();
+        for _ in 0..300 {
+            if let Ok(r) = c.get(self.url("/v1/ready")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("server never became ready; log:\n{}", self.log());
+    }
+}
+
+/// Presents a fixed chain with a fixed key, without checking that they belong together (an
+/// attacker's client does not either).
+#[derive(Debug)]
+pub struct AnyChain(Arc<rustls::sign::CertifiedKey>);
+
+impl AnyChain {
+    pub fn new(c: &ClientCert) -> Self {
+        let key = kes_tls::provider()
+            .key_provider
+            .load_private_key(PrivateKeyDer::try_from(c.key_der.clone()).unwrap())
+            .unwrap();
+        Self(Arc::new(rustls::sign::CertifiedKey::new(
+            c.certs.clone(),
+            key,
+        )))
+    }
+}
+
+impl rustls::client::ResolvesClientCert for AnyChain {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Resident memory of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}

@@ -37,7 +37,7 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
     fi
     # cargo fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
     # Without a sanitizer the build reuses one instrumented profile for every target.
-    for target in ciphertext key_version request config; do
+    for target in ciphertext key_version request config peer; do
         log="target/fuzz-$target.log"
         if ! (cd fuzz && RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=../target/fuzz \
             cargo fuzz run "$target" -s none -- -max_total_time="$FUZZ_SECONDS") >"$log" 2>&1; then

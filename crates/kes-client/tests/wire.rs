@@ -109,6 +109,7 @@ async fn serve(ca: &TestCa, log: Log) -> SocketAddr {
         },
         auth: ClientAuthMode::Any,
         ca: None,
+        system_roots: false,
         client_cert_optional: false,
     }
     .build()

@@ -13,8 +13,8 @@ use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
     ApiOverride, AwsConfig, CacheConfig, ClientAuth, ClusterConfig, ClusterTls, Config,
-    ConfigError, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig,
-    VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
+    ConfigError, KeystoreConfig, KvVersion, Limits, LogConfig, LogLevel, Parsed, PolicyConfig,
+    TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
     DEFAULT_VAULT_STATUS_PING,
 };
 
@@ -223,6 +223,7 @@ impl Cx<'_> {
             Some(c) => Some(self.cluster(c)?),
             None => None,
         };
+        let limits = self.limits(raw.limits.unwrap_or_default())?;
 
         Ok(Config {
             address,
@@ -235,6 +236,62 @@ impl Cx<'_> {
             keys,
             keystore,
             cluster,
+            limits,
+        })
+    }
+
+    fn limits(&self, raw: raw::RawLimits) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let dur =
+            |v: Option<&Scalar>, path: &str, default: Duration| -> Result<Duration, ConfigError> {
+                let got = self.duration(v, path)?;
+                Ok(if got.is_zero() { default } else { got })
+            };
+        let count = |v: Option<&Scalar>, path: &str, default: u64| -> Result<u64, ConfigError> {
+            match self.text(v, path)? {
+                None => Ok(default),
+                Some(s) => match s.trim().parse::<u64>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                    _ => Err(self.invalid(path, &s, "want a whole number from 1 to 1000000")),
+                },
+            }
+        };
+        Ok(Limits {
+            connections: count(
+                raw.connections.as_ref(),
+                "limits.connections",
+                d.connections as u64,
+            )? as usize,
+            connections_per_ip: count(
+                raw.connections_per_ip.as_ref(),
+                "limits.connections_per_ip",
+                d.connections_per_ip as u64,
+            )? as usize,
+            handshake_timeout: dur(
+                raw.handshake_timeout.as_ref(),
+                "limits.handshake_timeout",
+                d.handshake_timeout,
+            )?,
+            header_timeout: dur(
+                raw.header_timeout.as_ref(),
+                "limits.header_timeout",
+                d.header_timeout,
+            )?,
+            idle_timeout: dur(
+                raw.idle_timeout.as_ref(),
+                "limits.idle_timeout",
+                d.idle_timeout,
+            )?,
+            body_timeout: dur(
+                raw.body_timeout.as_ref(),
+                "limits.body_timeout",
+                d.body_timeout,
+            )?,
+            http2_streams: count(
+                raw.http2_streams.as_ref(),
+                "limits.http2_streams",
+                u64::from(d.http2_streams),
+            )? as u32,
         })
     }
 
@@ -251,6 +308,14 @@ impl Cx<'_> {
             },
         };
         let ca = self.text(raw.ca.as_ref(), "tls.ca")?.map(PathBuf::from);
+        let system_roots = self.boolean(raw.system_roots.as_ref(), "tls.system_roots")?;
+        if auth == ClientAuth::On && ca.is_none() && !system_roots {
+            return Err(self.invalid(
+                "tls.auth",
+                "on",
+                "client certificates cannot be verified without tls.ca (set it to your client CA, or tls.system_roots: on to trust the public CAs)",
+            ));
+        }
 
         let proxy = raw.proxy.unwrap_or_default();
         const PROXIES: &str = "tls.proxy.identities";
@@ -276,6 +341,7 @@ impl Cx<'_> {
             password,
             auth,
             ca,
+            system_roots,
             proxy_identities,
             proxy_cert_header,
         })

@@ -62,6 +62,45 @@ pub struct Config {
     pub keystore: KeystoreConfig,
     /// `None`: a single node keeping its state in memory.
     pub cluster: Option<ClusterConfig>,
+    /// Connection and request bounds (`limits:`, not in KES).
+    pub limits: Limits,
+}
+
+/// `limits:`: what one client can hold of the server (connections, time, streams). Not in
+/// KES's file format; every field is optional and defaults to the value in
+/// [`Limits::default`], which follows KES's server timeouts where KES has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once, in all (`limits.connections`).
+    pub connections: usize,
+    /// Connections open at once from one address (`limits.connections_per_ip`).
+    pub connections_per_ip: usize,
+    /// TLS handshake (`limits.handshake_timeout`).
+    pub handshake_timeout: Duration,
+    /// From the handshake to a request's complete headers, and for the headers of each later
+    /// request (`limits.header_timeout`; KES's ReadHeaderTimeout).
+    pub header_timeout: Duration,
+    /// Idle time between requests on one connection (`limits.idle_timeout`; KES's
+    /// IdleTimeout).
+    pub idle_timeout: Duration,
+    /// Reading a request's whole body (`limits.body_timeout`).
+    pub body_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection (`limits.http2_streams`; Go's default).
+    pub http2_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 8192,
+            connections_per_ip: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            body_timeout: Duration::from_secs(10),
+            http2_streams: 250,
+        }
+    }
 }
 
 impl Config {
@@ -86,6 +125,8 @@ pub struct TlsConfig {
     pub auth: ClientAuth,
     /// Extra CA certificates (a file or a directory) for verifying client certificates.
     pub ca: Option<PathBuf>,
+    /// With `auth: on`, also trust the system's root CAs (`tls.system_roots`, not in KES; off).
+    pub system_roots: bool,
     /// Identities of TLS-terminating proxies that forward the client certificate in a header.
     pub proxy_identities: Vec<String>,
     /// The header those proxies put the client certificate in.
@@ -100,6 +141,7 @@ impl fmt::Debug for TlsConfig {
             .field("password", &redacted(&self.password))
             .field("auth", &self.auth)
             .field("ca", &self.ca)
+            .field("system_roots", &self.system_roots)
             .field("proxy_identities", &self.proxy_identities)
             .field("proxy_cert_header", &self.proxy_cert_header)
             .finish()

@@ -108,6 +108,19 @@ pub(crate) struct RawConfig {
     pub keys: Option<Vec<Option<RawKey>>>,
     pub keystore: Option<RawKeystore>,
     pub cluster: Option<RawCluster>,
+    pub limits: Option<RawLimits>,
+}
+
+/// `limits:`, this server's own section (KES has none): connection and request bounds.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawLimits {
+    pub connections: Option<Scalar>,
+    pub connections_per_ip: Option<Scalar>,
+    pub handshake_timeout: Option<Scalar>,
+    pub header_timeout: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
+    pub body_timeout: Option<Scalar>,
+    pub http2_streams: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +135,7 @@ pub(crate) struct RawTls {
     pub password: Option<Scalar>,
     pub auth: Option<Scalar>,
     pub ca: Option<Scalar>,
+    pub system_roots: Option<Scalar>,
     pub proxy: Option<RawProxy>,
 }
 

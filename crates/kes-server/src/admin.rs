@@ -287,6 +287,11 @@ pub async fn handle(
         RouteId::ClusterAdd => {
             let id = node_id(resource)?;
             let a: AddNode = parse(&body)?;
+            if c.state.read(|s| s.is_retired(id)) {
+                return Err(ApiError::BadRequest(format!(
+                    "node {id} was removed from the group and its id cannot be used again: give the node a new id (cluster.node_id, and a certificate for kes-node-<new id>)"
+                )));
+            }
             if a.address.parse::<std::net::SocketAddr>().is_err() && !a.address.contains(':') {
                 return Err(ApiError::BadRequest(format!(
                     "invalid address '{}': want host:port",
@@ -328,7 +333,17 @@ pub async fn handle(
             if voters.is_empty() {
                 return Err(ApiError::BadRequest("cannot remove the last voter".into()));
             }
-            c.raft.change_membership(voters, false).await.map_err(|e| {
+            // Retired first: from this commit on, every member refuses the id on the node
+            // port, even while the membership change below is still in flight or fails (the
+            // operator then repeats the removal).
+            c.propose(Command::RetireNode { id }).await?;
+            let is_voter = members.iter().any(|(i, _, v)| *i == id && *v);
+            let change = if is_voter {
+                openraft::ChangeMembers::ReplaceAllVoters(voters)
+            } else {
+                openraft::ChangeMembers::RemoveNodes([id].into_iter().collect())
+            };
+            c.raft.change_membership(change, false).await.map_err(|e| {
                 tracing::warn!(node = id, error = %e, "removing a member failed");
                 ApiError::ClusterUnavailable
             })?;

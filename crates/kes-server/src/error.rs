@@ -64,6 +64,9 @@ pub enum ApiError {
     Store { op: StoreOp, err: StoreError },
     #[error("request timed out")]
     Timeout,
+    /// The request body did not arrive within `limits.body_timeout`.
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error("keystore not reachable")]
     NotReachable,
     #[error("keystore unavailable")]
@@ -152,6 +155,7 @@ impl ApiError {
                 e(502, m)
             }
             Self::Timeout => e(503, msg::TIMEOUT),
+            Self::BodyTimeout => e(408, "request body not received in time"),
             Self::NotReachable => e(504, msg::NOT_REACHABLE),
             Self::Unavailable => e(502, msg::UNAVAILABLE),
             Self::Internal(m) => e(500, m),

@@ -30,7 +30,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kes_config::{ClientAuth, Config, KeystoreConfig, LogLevel};
 use kes_crypto::KeyType;
@@ -81,7 +81,31 @@ pub enum ServerError {
 pub struct ConnInfo {
     pub peer: PeerIdentity,
     pub addr: SocketAddr,
+    /// The listener's record of the connection (absent for requests made in-process).
+    pub conn: Option<Arc<kes_tls::Conn>>,
+    /// Request body bytes this connection may hold at once (see [`CONN_BODY_BUDGET`]).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
+
+impl ConnInfo {
+    /// A connection's record for requests that do not come through the listener.
+    pub fn new(peer: PeerIdentity, addr: SocketAddr) -> Self {
+        Self {
+            peer,
+            addr,
+            conn: None,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(CONN_BODY_BUDGET)),
+        }
+    }
+}
+
+/// Request body bytes one connection may hold at once, over all its requests: enough for the
+/// largest body a route takes, far from what thousands of HTTP/2 streams could otherwise pin.
+/// A request whose body does not fit waits for the others (its client's flow control backs
+/// up) until `limits.body_timeout`.
+pub const CONN_BODY_BUDGET: usize = 2 << 20;
+/// Request body bytes the whole server holds at once, over all connections.
+pub const SERVER_BODY_BUDGET: usize = 256 << 20;
 
 /// Shared state of a running server.
 pub struct App {
@@ -94,6 +118,10 @@ pub struct App {
     pub logs: LogHub,
     pub started: GoTime,
     pub key_type: KeyType,
+    /// Connection and request bounds.
+    pub limits: kes_config::Limits,
+    /// Request body bytes held by all connections (see [`SERVER_BODY_BUDGET`]).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
@@ -337,6 +365,7 @@ impl Server {
                 ClientAuth::On => ClientAuthMode::Verify,
             },
             ca: cfg.tls.ca.clone(),
+            system_roots: cfg.tls.system_roots,
             client_cert_optional: routes.any_skip_auth(),
         };
         let tls = Arc::new(ArcSwap::new(tls_source.build()?));
@@ -428,6 +457,8 @@ impl Server {
             logs,
             started: GoTime::now_utc(),
             key_type,
+            limits: cfg.limits,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(SERVER_BODY_BUDGET)),
         };
         Ok(Self {
             app: Arc::new(app),
@@ -530,14 +561,15 @@ impl Server {
             tasks.spawn(kes_tls::serve_tls(
                 peer_listener,
                 Arc::new(ArcSwap::from(Arc::clone(tls))),
-                ListenerLimits::default(),
+                listener_limits(&app.limits),
                 cancel,
-                move |stream, peer| {
+                move |stream, peer, conn| {
                     cluster::rpc::serve_peer(
                         Arc::clone(&app2),
                         Arc::clone(&app2.cluster),
                         stream,
                         peer,
+                        conn,
                     )
                 },
             ));
@@ -547,9 +579,11 @@ impl Server {
         kes_tls::serve_tls(
             listener,
             Arc::clone(&self.tls),
-            ListenerLimits::default(),
+            listener_limits(&app.limits),
             shutdown.clone(),
-            move |stream, addr| serve_connection(Arc::clone(&app2), stream, addr, cancel.clone()),
+            move |stream, addr, conn| {
+                serve_connection(Arc::clone(&app2), stream, addr, conn, cancel.clone())
+            },
         )
         .await;
         tasks.abort_all();
@@ -560,33 +594,84 @@ impl Server {
     }
 }
 
+/// The listener's limits from the configuration's.
+pub fn listener_limits(l: &kes_config::Limits) -> ListenerLimits {
+    ListenerLimits {
+        handshake_timeout: l.handshake_timeout,
+        first_request_timeout: l.header_timeout,
+        idle_timeout: l.idle_timeout,
+        max_connections: l.connections,
+        max_connections_per_ip: l.connections_per_ip,
+        close_grace: SHUTDOWN_GRACE,
+    }
+}
+
+/// HTTP/2 flow-control windows: how many bytes of request bodies a client may have buffered
+/// in the server before the server reads them, per stream and per connection. A request body
+/// is read only after its caller is authorised, so an unknown client can make the server hold
+/// at most the connection window (plus its headers) per connection.
+pub const H2_STREAM_WINDOW: u32 = 64 * 1024;
+pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// Largest header block of one request, HTTP/1.1 read buffer included.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// hyper's connection builder with the server's limits: header read timeout (a timer must be
+/// set for hyper to enforce it), header sizes, HTTP/2 streams and windows.
+pub fn http_builder(
+    l: &kes_config::Limits,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(l.header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(l.http2_streams)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_send_buf_size(256 * 1024)
+        .max_pending_accept_reset_streams(100)
+        .max_local_error_reset_streams(1024);
+    b
+}
+
 async fn serve_connection(
     app: Arc<App>,
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
+    conn: Arc<kes_tls::Conn>,
     cancel: CancellationToken,
 ) {
     let peer = kes_tls::identify(stream.get_ref().1.peer_certificates());
-    let conn = Arc::new(ConnInfo { peer, addr });
+    let mut info = ConnInfo::new(peer, addr);
+    info.conn = Some(Arc::clone(&conn));
+    let info = Arc::new(info);
+    let builder = http_builder(&app.limits);
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let app = Arc::clone(&app);
-        let conn = Arc::clone(&conn);
-        async move { Ok::<_, std::convert::Infallible>(dispatch(&app, &conn, req.map(Body::new)).await) }
+        let info = Arc::clone(&info);
+        async move {
+            // Busy while the request is handled: the listener closes idle connections only.
+            let _busy = info.conn.as_ref().map(|c| c.request());
+            Ok::<_, std::convert::Infallible>(dispatch(&app, &info, req.map(Body::new)).await)
+        }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
+    let served = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(served);
     tokio::select! {
-        r = conn.as_mut() => {
+        r = served.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
             }
+            return;
         }
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-        }
+        _ = cancel.cancelled() => {}
+        _ = conn.closing() => {}
     }
+    served.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, served).await;
 }
 
 /// Runs one request through KES's processing order.
@@ -633,24 +718,49 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
         app.metrics.observe(status, elapsed);
     }
     if route.is_audited() {
-        let event = AuditEvent {
-            time: GoTime::now_utc(),
-            request: AuditRequest {
-                ip: conn.addr.ip().to_string(),
-                path: decoded.clone(),
-                identity: identity.to_owned(),
-            },
-            response: AuditResponse {
-                code: status,
-                time: elapsed.as_millis() as u64,
-            },
-        };
-        let n = app.logs.audit(&event);
-        app.metrics
-            .audit_events
-            .fetch_add(n as u64, Ordering::Relaxed);
+        audit(
+            app,
+            &conn.addr.ip().to_string(),
+            decoded,
+            identity,
+            status,
+            elapsed,
+        );
     }
     response
+}
+
+/// Who the caller is for `route`, and whether it may call `path`: KES's `verify` (identity,
+/// policy) or identify-only, then the admin-only check of this server's extensions.
+fn authorize<'a>(
+    app: &App,
+    peer: &'a PeerIdentity,
+    route: &routes::Route,
+    path: &str,
+) -> Result<&'a str, ApiError> {
+    let identity = match route.auth {
+        Auth::None | Auth::IdentifyOnly => match peer {
+            PeerIdentity::Identity(id) => id.as_str(),
+            _ => "",
+        },
+        Auth::Verify => {
+            let id = match peer {
+                PeerIdentity::Missing => return Err(ApiError::CertRequired),
+                PeerIdentity::Many => return Err(ApiError::ManyCerts),
+                // A CA certificate as the leaf identifies nobody.
+                PeerIdentity::Rejected => return Err(ApiError::NotAllowed),
+                PeerIdentity::Identity(id) => id.as_str(),
+            };
+            if app.access.load().authorize(id, path) == Decision::Denied {
+                return Err(ApiError::NotAllowed);
+            }
+            id
+        }
+    };
+    if route.is_admin_only() && !app.access.load().is_admin(identity) {
+        return Err(ApiError::AdminOnly);
+    }
+    Ok(identity)
 }
 
 async fn process(
@@ -675,32 +785,36 @@ async fn process(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let body = read_body(req, route.max_body).await?;
 
-    let identity = match route.auth {
-        Auth::None | Auth::IdentifyOnly => match &conn.peer {
-            PeerIdentity::Identity(id) => id.as_str(),
-            _ => "",
-        },
-        Auth::Verify => {
-            let id = match &conn.peer {
-                PeerIdentity::Missing => return Err(ApiError::CertRequired),
-                PeerIdentity::Many => return Err(ApiError::ManyCerts),
-                PeerIdentity::Identity(id) => id.as_str(),
-            };
-            if app.access.load().authorize(id, path) == Decision::Denied {
-                return Err(ApiError::NotAllowed);
-            }
-            id
+    // Authorisation needs only the path: it comes before the body is read, so a caller without
+    // permission cannot make the server wait for or buffer a body.
+    let identity = authorize(app, &conn.peer, route, path)?;
+    if let (Some(c), false) = (&conn.conn, identity.is_empty()) {
+        if route.auth == Auth::Verify {
+            c.trust();
         }
+    }
+    let budgets = [&conn.body_budget, &app.body_budget];
+    let (body, _held) = match tokio::time::timeout(
+        app.limits.body_timeout,
+        read_body(req, route.max_body, budgets),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => return Err(ApiError::BodyTimeout),
     };
 
-    if route.is_admin_only() && !app.access.load().is_admin(identity) {
-        return Err(ApiError::AdminOnly);
-    }
     if needs_leader(route.id) && !app.cluster.is_leader() && app.cluster.peers.is_some() {
-        if let Some(answer) =
-            forward_to_leader(app, method, &path_and_query, identity, &body).await?
+        if let Some(answer) = forward_to_leader(
+            app,
+            conn.addr.ip(),
+            method,
+            &path_and_query,
+            identity,
+            &body,
+        )
+        .await?
         {
             return Ok(answer);
         }
@@ -723,12 +837,21 @@ async fn process(
     }
 }
 
-/// Routes that change the keystore or the replicated state run on the leader.
+/// Routes that change the keystore or the replicated state run on the leader, which
+/// authorises them again (see [`forwarded`]).
 fn needs_leader(id: routes::RouteId) -> bool {
     use routes::RouteId::*;
     matches!(
         id,
-        KeyCreate | KeyImport | KeyDelete | ClusterAdd | ClusterRemove
+        KeyCreate
+            | KeyImport
+            | KeyDelete
+            | ClusterAdd
+            | ClusterRemove
+            | PolicyWrite
+            | PolicyAssign
+            | PolicyDelete
+            | IdentityDelete
     )
 }
 
@@ -742,6 +865,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// failover completes instead of failing. `None`: this node became the leader meanwhile.
 async fn forward_to_leader(
     app: &App,
+    client: std::net::IpAddr,
     method: &str,
     path_and_query: &str,
     identity: &str,
@@ -756,6 +880,7 @@ async fn forward_to_leader(
         path_and_query: path_and_query.to_owned(),
         identity: identity.to_owned(),
         body: body.to_vec(),
+        client: client.to_string(),
     };
     let deadline = tokio::time::Instant::now() + LEADER_WAIT;
     loop {
@@ -795,33 +920,52 @@ async fn forward_to_leader(
     }
 }
 
-/// Runs a request forwarded by a peer as the identity the peer authenticated.
-pub async fn forwarded(app: &App, fwd: cluster::ForwardRequest) -> cluster::ForwardResponse {
+/// Runs a write forwarded by member `from` for the identity the member authenticated.
+///
+/// The member's checks are not trusted: the leader applies the same route table, method,
+/// policy and admin checks to the named identity as to a request of its own, with its own
+/// policies, and writes the audit event for the write it runs. A member cannot ask the
+/// leader for more than the identity it names may do.
+pub async fn forwarded(
+    app: &App,
+    from: u64,
+    fwd: cluster::ForwardRequest,
+) -> cluster::ForwardResponse {
+    let started = Instant::now();
     let uri: http::Uri = fwd.path_and_query.parse().unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(uri.path())
         .decode_utf8_lossy()
         .into_owned();
-    let response = match app.routes.find(&decoded) {
+    let (response, audit_path) = match app.routes.find(&decoded) {
         Match::Route { route, resource } if needs_leader(route.id) => {
-            let work = api::handle(
-                app,
-                route.id,
-                Caller {
-                    identity: &fwd.identity,
-                },
-                resource,
-                uri.query(),
-                Bytes::from(fwd.body),
-            );
-            match tokio::time::timeout(route.timeout.max(Duration::from_secs(1)), work).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => e.into_response(),
-                Err(_) => ApiError::Timeout.into_response(),
-            }
+            let path = if route.is_subtree() && !decoded.starts_with(route.path) {
+                format!("{}{resource}", route.path)
+            } else {
+                decoded.clone()
+            };
+            let r = run_forwarded(app, &fwd, route, &path, resource, uri.query()).await;
+            let r = r.unwrap_or_else(|e| e.into_response());
+            (r, Some((route.is_audited() || route.is_admin_only(), path)))
         }
-        _ => ApiError::BadRequest("route cannot be forwarded".into()).into_response(),
+        _ => (
+            ApiError::BadRequest("route cannot be forwarded".into()).into_response(),
+            None,
+        ),
     };
     let status = response.status().as_u16();
+    if status == 403 || audit_path.is_none() {
+        tracing::warn!(peer = from, identity = %fwd.identity, path = %decoded, status, "forwarded write refused");
+    }
+    if let Some((true, path)) = audit_path {
+        audit(
+            app,
+            &fwd.client,
+            path,
+            &fwd.identity,
+            status,
+            started.elapsed(),
+        );
+    }
     let headers = response
         .headers()
         .iter()
@@ -838,10 +982,73 @@ pub async fn forwarded(app: &App, fwd: cluster::ForwardRequest) -> cluster::Forw
     }
 }
 
-/// Reads at most `max` bytes of body; routes without a body never read it.
-async fn read_body(req: Request<Body>, max: u64) -> Result<Bytes, ApiError> {
+async fn run_forwarded(
+    app: &App,
+    fwd: &cluster::ForwardRequest,
+    route: &routes::Route,
+    path: &str,
+    resource: &str,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let method = fwd.method.as_str();
+    if method != route.method && !(route.method == "PUT" && method == "POST") {
+        return Err(ApiError::MethodNotAllowed {
+            got: method.to_owned(),
+            want: route.method,
+        });
+    }
+    let peer = if fwd.identity.is_empty() {
+        PeerIdentity::Missing
+    } else {
+        PeerIdentity::Identity(fwd.identity.clone())
+    };
+    let identity = authorize(app, &peer, route, path)?;
+    if fwd.body.len() as u64 > route.max_body {
+        return Err(ApiError::BodyTooLarge);
+    }
+    let work = api::handle(
+        app,
+        route.id,
+        Caller { identity },
+        resource,
+        query,
+        Bytes::from(fwd.body.clone()),
+    );
+    tokio::time::timeout(route.timeout.max(Duration::from_secs(1)), work)
+        .await
+        .unwrap_or(Err(ApiError::Timeout))
+}
+
+/// Publishes one audit event.
+fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed: Duration) {
+    let event = AuditEvent {
+        time: GoTime::now_utc(),
+        request: AuditRequest {
+            ip: ip.to_owned(),
+            path,
+            identity: identity.to_owned(),
+        },
+        response: AuditResponse {
+            code: status,
+            time: elapsed.as_millis() as u64,
+        },
+    };
+    let n = app.logs.audit(&event);
+    app.metrics
+        .audit_events
+        .fetch_add(n as u64, Ordering::Relaxed);
+}
+
+/// Reads at most `max` bytes of body; routes without a body never read it. Every chunk is
+/// charged to `budgets` (the connection's and the server's) as it arrives, and the returned
+/// permits hold the charge until the request is done with the body.
+async fn read_body(
+    req: Request<Body>,
+    max: u64,
+    budgets: [&Arc<tokio::sync::Semaphore>; 2],
+) -> Result<(Bytes, Vec<tokio::sync::OwnedSemaphorePermit>), ApiError> {
     if max == 0 {
-        return Ok(Bytes::new());
+        return Ok((Bytes::new(), Vec::new()));
     }
     if let Some(len) = req
         .headers()
@@ -853,12 +1060,28 @@ async fn read_body(req: Request<Body>, max: u64) -> Result<Bytes, ApiError> {
             return Err(ApiError::BodyTooLarge);
         }
     }
-    let limited = Limited::new(req.into_body(), max as usize);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Err(_) => Err(ApiError::InvalidBody),
+    let mut body = req.into_body();
+    let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::InvalidBody)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() as u64 + data.len() as u64 > max {
+            return Err(ApiError::BodyTooLarge);
+        }
+        let n = u32::try_from(data.len()).map_err(|_| ApiError::BodyTooLarge)?;
+        for budget in budgets {
+            let permit = Arc::clone(budget)
+                .acquire_many_owned(n)
+                .await
+                .map_err(|_| ApiError::Internal("body budget closed"))?;
+            held.push(permit);
+        }
+        buf.extend_from_slice(&data);
     }
+    Ok((buf.freeze(), held))
 }
 
 /// Binds the configured address.

@@ -112,6 +112,12 @@ pub enum Command {
         #[serde(with = "serde_bytes")]
         wrapped_cck: Vec<u8>,
     },
+    /// Records that node `id` was removed from the group. Its id is refused on the node-to-node
+    /// port from then on, by every member, even if a certificate for it still exists; a node
+    /// that comes back needs a new id.
+    RetireNode {
+        id: u64,
+    },
     /// Changes nothing but the applied index. The Raft layer applies it for its own entries
     /// (blank and membership entries) so that the state's applied index follows the log.
     Noop,
@@ -206,6 +212,7 @@ impl fmt::Debug for Command {
                 .debug_struct("SetWrappedCck")
                 .field("wrapped_cck", &Redacted(wrapped_cck))
                 .finish(),
+            Command::RetireNode { id } => f.debug_struct("RetireNode").field("id", id).finish(),
             Command::Noop => f.write_str("Noop"),
         }
     }

@@ -24,6 +24,7 @@ struct Model {
     tombstones: HashSet<String>,
     policies: HashMap<String, PolicyRecord>,
     assigned: HashMap<String, String>,
+    retired: std::collections::BTreeSet<u64>,
 }
 
 impl Model {
@@ -162,6 +163,9 @@ impl Model {
                     init.0 = wrapped_cck.clone();
                 }
             }
+            Command::RetireNode { id } => {
+                self.retired.insert(*id);
+            }
         }
         Outcome::Applied
     }
@@ -193,6 +197,14 @@ impl Model {
         );
         prop_assert_eq!(state.admin(), admin.as_str());
         prop_assert_eq!(state.init_at_ms(), at);
+        for id in 0..8 {
+            prop_assert_eq!(
+                state.is_retired(id),
+                self.retired.contains(&id),
+                "node {}",
+                id
+            );
+        }
         for name in NAMES {
             prop_assert_eq!(state.key(name), self.keys.get(*name), "key {}", name);
             let generation = self.generations.get(*name).copied().unwrap_or(0);
@@ -336,6 +348,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(identity, policy)| Command::Assign { identity, policy }),
         1 => identity().prop_map(|identity| Command::Unassign { identity }),
         1 => bytes().prop_map(|wrapped_cck| Command::SetWrappedCck { wrapped_cck }),
+        1 => (1u64..6).prop_map(|id| Command::RetireNode { id }),
     ];
     prop_oneof![
         12 => fixed.prop_map(Op::Fixed),

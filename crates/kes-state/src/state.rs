@@ -75,6 +75,10 @@ pub struct State {
     pub(crate) policies: BTreeMap<String, PolicyRecord>,
     pub(crate) assignments: BTreeMap<String, String>,
     pub(crate) last_applied: u64,
+    /// Ids of nodes removed from the group (see [`Command::RetireNode`]). Defaulted, so that
+    /// snapshots written before the field existed still read.
+    #[serde(default)]
+    pub(crate) retired: std::collections::BTreeSet<u64>,
 }
 
 impl fmt::Debug for State {
@@ -88,6 +92,7 @@ impl fmt::Debug for State {
             .field("policies", &self.policies)
             .field("assignments", &self.assignments)
             .field("last_applied", &self.last_applied)
+            .field("retired", &self.retired)
             .finish()
     }
 }
@@ -205,7 +210,16 @@ impl State {
                 self.wrapped_cck = Some(wrapped_cck.clone());
                 Outcome::Applied
             }
+            Command::RetireNode { id } => {
+                self.retired.insert(*id);
+                Outcome::Applied
+            }
         }
+    }
+
+    /// Whether node `id` was removed from the group.
+    pub fn is_retired(&self, id: u64) -> bool {
+        self.retired.contains(&id)
     }
 
     fn init(

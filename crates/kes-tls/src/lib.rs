@@ -7,8 +7,8 @@
 //! `tls.auth: on` verifies client chains against `tls.ca` and the system roots.
 
 pub mod certgen;
+pub mod conn;
 
-use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -19,15 +19,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 
 /// Errors building a TLS configuration. They name the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +73,10 @@ pub struct ServerTlsSource {
     pub auth: ClientAuthMode,
     /// A CA file or directory for client verification (`tls.ca`).
     pub ca: Option<PathBuf>,
+    /// With [`ClientAuthMode::Verify`], also trust the system's root CAs (`tls.system_roots`).
+    /// Off by default: a certificate any public CA issued must not be a client of a key
+    /// service that was only meant to trust its own CA.
+    pub system_roots: bool,
     /// When some route skips authentication, a missing client certificate must not abort the
     /// handshake; the request then gets KES's `400 tls: client certificate is required`.
     pub client_cert_optional: bool,
@@ -176,6 +173,12 @@ fn certified_key(src: &CertSource, provider: &CryptoProvider) -> Result<Certifie
         ),
     };
     check_has_san(&certs[0], &path)?;
+    if let Some(missing) = missing_usage(&certs[0], Usage::Server) {
+        tracing::warn!(
+            certificate = %path.display(),
+            "the server certificate lacks Extended Key Usage {missing}: clients that verify it (MinIO, kes) will refuse it; issue it with serverAuth"
+        );
+    }
     let signer = provider
         .key_provider
         .load_private_key(key)
@@ -306,13 +309,21 @@ impl ServerTlsSource {
             }),
             ClientAuthMode::Verify => {
                 let mut roots = RootCertStore::empty();
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    // A broken system certificate must not stop the server.
-                    let _ = roots.add(cert);
+                if self.system_roots {
+                    let native = rustls_native_certs::load_native_certs();
+                    for cert in native.certs {
+                        // A broken system certificate must not stop the server.
+                        let _ = roots.add(cert);
+                    }
                 }
                 if let Some(ca) = &self.ca {
                     add_ca(&mut roots, ca)?;
+                }
+                if roots.is_empty() {
+                    return Err(TlsError::Invalid {
+                        path: self.ca.clone().unwrap_or_default(),
+                        message: "tls.auth is on but no CA is trusted: set tls.ca (or tls.system_roots: on)".into(),
+                    });
                 }
                 let builder = WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
@@ -323,10 +334,11 @@ impl ServerTlsSource {
                 } else {
                     builder
                 };
-                builder.build().map_err(|e| TlsError::Invalid {
+                let inner = builder.build().map_err(|e| TlsError::Invalid {
                     path: self.ca.clone().unwrap_or_default(),
                     message: e.to_string(),
-                })?
+                })?;
+                Arc::new(LoggingVerifier { inner })
             }
         };
         let mut cfg = ServerConfig::builder_with_provider(provider)
@@ -341,99 +353,138 @@ impl ServerTlsSource {
 /// Who the peer is, from the certificates it presented.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerIdentity {
-    /// No (non-CA) certificate.
+    /// No certificate.
     Missing,
-    /// Exactly one leaf certificate; the hex SHA-256 of its SubjectPublicKeyInfo.
+    /// The hex SHA-256 of the leaf certificate's SubjectPublicKeyInfo.
     Identity(String),
-    /// More than one leaf certificate.
+    /// The chain holds another certificate that is not a CA besides the leaf (KES's `400 tls:
+    /// received more than one client certificate`).
     Many,
+    /// The leaf is a CA certificate, or cannot be parsed: it identifies nobody, and is never
+    /// replaced by another certificate of the chain.
+    Rejected,
 }
 
-/// Computes the identity of a TLS peer as KES does: CA certificates are ignored, exactly one
-/// other certificate is required, and the identity hashes its public key.
+/// Computes the identity of a TLS peer: the hash of the public key of the **leaf** certificate,
+/// the one whose key signed the handshake, and nothing else.
+///
+/// KES skips CA certificates and takes the first other certificate of the chain, which need
+/// not be the leaf: a client holding only its own key could put a self-signed CA certificate of
+/// its own in front of someone else's (public) certificate and be taken for them. Here a CA
+/// leaf identifies nobody ([`PeerIdentity::Rejected`]); as in KES, a chain with more than one
+/// non-CA certificate is refused ([`PeerIdentity::Many`]).
 pub fn identify(certs: Option<&[CertificateDer<'_>]>) -> PeerIdentity {
-    let mut found: Option<String> = None;
-    for cert in certs.unwrap_or_default() {
-        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-            continue;
-        };
-        if parsed.is_ca() {
-            continue;
-        }
-        if found.is_some() {
-            return PeerIdentity::Many;
-        }
-        found = Some(kes_crypto::identity_of_spki(
-            parsed.tbs_certificate.subject_pki.raw,
-        ));
+    let certs = certs.unwrap_or_default();
+    let Some(leaf) = certs.first() else {
+        return PeerIdentity::Missing;
+    };
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else {
+        return PeerIdentity::Rejected;
+    };
+    if parsed.is_ca() {
+        return PeerIdentity::Rejected;
     }
-    found.map_or(PeerIdentity::Missing, PeerIdentity::Identity)
+    let others_not_ca = certs[1..]
+        .iter()
+        .any(|c| x509_parser::parse_x509_certificate(c.as_ref()).map_or(true, |(_, p)| !p.is_ca()));
+    if others_not_ca {
+        return PeerIdentity::Many;
+    }
+    PeerIdentity::Identity(kes_crypto::identity_of_spki(
+        parsed.tbs_certificate.subject_pki.raw,
+    ))
 }
 
-/// Limits of the TLS listener.
-#[derive(Clone, Copy, Debug)]
-pub struct ListenerLimits {
-    /// Longest a client may take to complete the handshake.
-    pub handshake_timeout: Duration,
-    /// Most connections open at once; further accepts wait.
-    pub max_connections: usize,
+/// Which side of TLS a certificate is meant for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
 }
 
-impl Default for ListenerLimits {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            max_connections: 8192,
-        }
+/// The Extended Key Usage `cert` lacks for `usage`, if it lists usages at all (a certificate
+/// without the extension may be used for anything, as in RFC 5280 and webpki).
+pub fn missing_usage(cert: &CertificateDer<'_>, usage: Usage) -> Option<&'static str> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let eku = parsed.extended_key_usage().ok()??.value;
+    match usage {
+        Usage::Server if !eku.any && !eku.server_auth => Some("Server Authentication (serverAuth)"),
+        Usage::Client if !eku.any && !eku.client_auth => Some("Client Authentication (clientAuth)"),
+        _ => None,
     }
 }
 
-/// Accepts TCP connections until `cancel` fires, runs each TLS handshake in its own task under
-/// the handshake timeout (so a slow client never blocks others), and hands established
-/// connections to `serve`. The rustls configuration is read at every accept, so swapping it
-/// (on SIGHUP) affects new connections only.
-pub async fn serve_tls<F, Fut>(
-    listener: TcpListener,
-    config: Arc<ArcSwap<ServerConfig>>,
-    limits: ListenerLimits,
-    cancel: CancellationToken,
-    serve: F,
-) where
-    F: Fn(TlsStream<TcpStream>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (tcp, addr) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // Usually EMFILE; back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(config.load_full());
-        let serve = serve.clone();
-        let timeout = limits.handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => serve(stream, addr).await,
-                Ok(Err(e)) => tracing::debug!(peer = %addr, error = %e, "tls handshake failed"),
-                Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
-            }
-        });
+/// A short description of a certificate for log lines: subject and identity.
+pub fn describe_cert(cert: &CertificateDer<'_>) -> String {
+    match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, p)) => format!(
+            "subject '{}', identity {}",
+            p.subject(),
+            kes_crypto::identity_of_spki(p.tbs_certificate.subject_pki.raw)
+        ),
+        Err(_) => "an unparsable certificate".to_owned(),
     }
 }
+
+/// `tls.auth: on`: webpki's verification (chain to the trusted CAs, validity, the client
+/// usage), with a log line that names the certificate and what is wrong with it, since the
+/// client only sees a TLS alert.
+#[derive(Debug)]
+struct LoggingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for LoggingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                let why = match missing_usage(end_entity, Usage::Client) {
+                    Some(missing) => format!("it lacks Extended Key Usage {missing}"),
+                    None => e.to_string(),
+                };
+                tracing::warn!(certificate = %describe_cert(end_entity), reason = %why, "client certificate refused");
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+pub use conn::{serve_tls, Conn, ListenerLimits, RequestGuard};

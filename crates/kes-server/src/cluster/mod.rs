@@ -18,6 +18,7 @@
 //! sealed and keeps trying.
 
 pub mod elect;
+mod guard;
 pub mod kms;
 pub mod net;
 pub mod rpc;
@@ -141,6 +142,9 @@ pub struct ForwardRequest {
     pub path_and_query: String,
     pub identity: String,
     pub body: Vec<u8>,
+    /// The client's address as the forwarding member saw it, for the leader's audit event.
+    #[serde(default)]
+    pub client: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -202,6 +206,8 @@ pub struct Cluster {
     expiry: CacheConfig,
     key_type: KeyType,
     seed: Seed,
+    /// The snapshot being received from the leader: its id and the next offset expected.
+    snapshot_recv: Mutex<Option<(String, u64)>>,
 }
 
 /// A cached key found on this node, with what its expiry depends on.
@@ -310,6 +316,7 @@ impl Cluster {
             expiry: cache.effective(),
             key_type,
             seed,
+            snapshot_recv: Mutex::new(None),
         });
         c.touch_contact();
         c
@@ -583,7 +590,14 @@ impl Cluster {
             return Freshness::Stale;
         }
         let any = self.expiry.any.as_millis() as u64;
-        let age = now_ms().saturating_sub(hit.confirmed_at_ms);
+        let wall = now_ms();
+        if any > 0 && hit.confirmed_at_ms > wall.saturating_add(any) {
+            // Confirmed "in the future": a clock ahead of this node's stamped it. The leader
+            // bounds confirmations by its own clock; this keeps a leader whose clock runs
+            // ahead from making keys fresh for longer than `any` here.
+            return Freshness::Stale;
+        }
+        let age = wall.saturating_sub(hit.confirmed_at_ms);
         if any == 0 || age <= any * 3 / 4 {
             Freshness::Fresh
         } else if age <= any {

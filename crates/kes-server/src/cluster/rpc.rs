@@ -1,6 +1,15 @@
 //! The node-to-node listener: Raft RPCs, forwarded client requests, fill proposals, read
-//! indexes and the cache-key hand-over. Only peers with a cluster-CA certificate bound to a
-//! member id get here (see `tls`).
+//! indexes and the cache-key hand-over.
+//!
+//! Only peers with a cluster-CA certificate bound to one member id get a connection (see
+//! `tls`); every request is then checked against the current membership, as the node applies
+//! it: an id that is not a member (never was, or was removed: removed ids stay refused, see
+//! `Command::RetireNode`) gets `403` and changes nothing. Each route also checks what the
+//! member may ask: Raft's replication and snapshots come only from the voter whose leadership
+//! the request carries; votes and elections only from voters; proposals only for the cache
+//! commands a follower makes (fills, confirmations, evictions, tombstones of keys the
+//! keystore no longer has), with their times bounded by this node's clock; forwarded writes
+//! are authorised again for the identity they name (`crate::forwarded`).
 
 use super::{Cluster, ForwardRequest, ForwardResponse, ProposeResult, ReadIndexResult};
 use crate::App;
@@ -8,8 +17,9 @@ use axum::body::Body;
 use axum::response::Response;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use kes_raft::types::{NodeId, TypeConfig};
+use kes_state::Command;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,39 +48,127 @@ async fn decode<T: DeserializeOwned>(req: Request<Body>) -> Result<T, Response> 
     rmp_serde::from_slice(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, &e.to_string()))
 }
 
+/// Decodes `data` as each request body the node port takes, the way its routes do, and as a
+/// peer certificate: the surface a member (or anyone holding a cluster certificate) reaches.
+/// For the fuzz target; every outcome other than a panic or a hang is fine.
+pub fn decode_any(data: &[u8]) {
+    let _ = rmp_serde::from_slice::<AppendEntriesRequest<TypeConfig>>(data);
+    let _ = rmp_serde::from_slice::<VoteRequest<NodeId>>(data);
+    let _ = rmp_serde::from_slice::<InstallSnapshotRequest<TypeConfig>>(data);
+    let _ = rmp_serde::from_slice::<Command>(data);
+    let _ = rmp_serde::from_slice::<ForwardRequest>(data);
+    let _ = rmp_serde::from_slice::<super::elect::PreVote>(data);
+    let _ = kes_state::State::decode_snapshot(data);
+    let cert = rustls::pki_types::CertificateDer::from(data);
+    let _ = super::tls::peer_node_id(Some(std::slice::from_ref(&cert)));
+}
+
 /// Serves one peer connection.
 pub async fn serve_peer(
     app: Arc<App>,
     cluster: Arc<Cluster>,
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
+    conn: Arc<kes_tls::Conn>,
 ) {
     let Some(peer) = super::tls::peer_node_id(stream.get_ref().1.peer_certificates()) else {
-        tracing::warn!(peer = %addr, "cluster connection without a kes-node-<id> certificate");
+        tracing::warn!(peer = %addr, "cluster connection refused: the certificate does not carry exactly one kes-node-<id> name");
         return;
     };
+    let builder = crate::http_builder(&app.limits);
+    let busy = Arc::clone(&conn);
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let app = Arc::clone(&app);
         let cluster = Arc::clone(&cluster);
+        let conn = Arc::clone(&busy);
         async move {
+            let _busy = conn.request();
             Ok::<_, std::convert::Infallible>(
-                handle(&app, &cluster, peer, req.map(Body::new)).await,
+                handle(&app, &cluster, peer, addr, req.map(Body::new)).await,
             )
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
-        tracing::debug!(peer = %addr, error = %e, "cluster connection ended");
+    let served = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %addr, error = %e, "cluster connection ended");
+            }
+            return;
+        }
+        _ = conn.closing() => {}
     }
+    served.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, served).await;
+}
+
+/// What a peer id is to this node now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Voter,
+    Learner,
+    /// This node knows no membership yet (it was started to join and the leader has not
+    /// reached it): only the leader's replication can make it a member, so only that is
+    /// accepted, from any id the cluster CA vouches for.
+    Joining,
+    /// Not a member, or removed.
+    Stranger,
+}
+
+/// The standing of `peer` in the membership this node has applied.
+pub fn standing(cluster: &Cluster, peer: NodeId) -> Standing {
+    if cluster.state.read(|s| s.is_retired(peer)) {
+        return Standing::Stranger;
+    }
+    let members = cluster.members();
+    if members.is_empty() {
+        return Standing::Joining;
+    }
+    match members.iter().find(|(id, _, _)| *id == peer) {
+        Some((_, _, true)) => Standing::Voter,
+        Some((_, _, false)) => Standing::Learner,
+        None => Standing::Stranger,
+    }
+}
+
+/// Which standings a route accepts.
+fn admitted(route: &str, standing: Standing) -> bool {
+    use Standing::*;
+    match route {
+        // Replication, snapshots and votes come from voters (a joining node has no list yet).
+        "/raft/append" | "/raft/snapshot" | "/raft/vote" => matches!(standing, Voter | Joining),
+        "/cluster/prevote" | "/cluster/elect" => standing == Voter,
+        "/cluster/propose"
+        | "/cluster/read-index"
+        | "/cluster/cck"
+        | "/cluster/forward"
+        | "/cluster/applied" => matches!(standing, Voter | Learner),
+        _ => false,
+    }
+}
+
+fn refuse(peer: NodeId, addr: SocketAddr, route: &str, why: &str) -> Response {
+    tracing::warn!(peer, addr = %addr, route, reason = why, "cluster request refused");
+    fail(StatusCode::FORBIDDEN, why)
 }
 
 async fn handle(
     app: &Arc<App>,
     cluster: &Arc<Cluster>,
     peer: NodeId,
+    addr: SocketAddr,
     req: Request<Body>,
 ) -> Response {
     let path = req.uri().path().to_owned();
+    let standing = standing(cluster, peer);
+    if !admitted(&path, standing) {
+        let why = match standing {
+            Standing::Stranger => "not a member of this cluster",
+            _ => "route not open to this member",
+        };
+        return refuse(peer, addr, &path, why);
+    }
     match path.as_str() {
         "/raft/append" => {
             let rpc: AppendEntriesRequest<TypeConfig> = match decode(req).await {
@@ -78,8 +176,10 @@ async fn handle(
                 Err(r) => return r,
             };
             if rpc.vote.leader_id().voted_for() != Some(peer) {
-                return fail(
-                    StatusCode::FORBIDDEN,
+                return refuse(
+                    peer,
+                    addr,
+                    &path,
                     "append from a node that is not the sender",
                 );
             }
@@ -95,8 +195,10 @@ async fn handle(
                 Err(r) => return r,
             };
             if rpc.vote.leader_id().voted_for() != Some(peer) {
-                return fail(
-                    StatusCode::FORBIDDEN,
+                return refuse(
+                    peer,
+                    addr,
+                    &path,
                     "vote request from a node that is not the sender",
                 );
             }
@@ -107,6 +209,28 @@ async fn handle(
                 Ok(r) => r,
                 Err(r) => return r,
             };
+            // Only a leader sends snapshots: the request carries the sender's committed
+            // (leader) vote, which openraft then checks against its own.
+            let known_leader = standing == Standing::Joining || cluster.leader() == Some(peer);
+            if rpc.vote.leader_id().voted_for() != Some(peer)
+                || !rpc.vote.is_committed()
+                || !known_leader
+            {
+                return refuse(
+                    peer,
+                    addr,
+                    &path,
+                    "snapshot from a node that is not the leader",
+                );
+            }
+            if let Err(why) = cluster.snapshot_chunk(
+                &rpc.meta.snapshot_id,
+                rpc.offset,
+                rpc.data.len() as u64,
+                rpc.done,
+            ) {
+                return refuse(peer, addr, &path, &why);
+            }
             let done = rpc.done;
             let r = cluster.raft.install_snapshot(rpc).await;
             if done && r.is_ok() {
@@ -117,7 +241,7 @@ async fn handle(
             answer(&r)
         }
         "/cluster/propose" => {
-            let cmd: kes_state::Command = match decode(req).await {
+            let cmd: Command = match decode(req).await {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -126,6 +250,10 @@ async fn handle(
                     leader: cluster.leader(),
                 });
             }
+            let cmd = match cluster.admit_proposal(cmd).await {
+                Ok(cmd) => cmd,
+                Err(why) => return refuse(peer, addr, &path, &why),
+            };
             match cluster.raft.client_write(cmd).await {
                 Ok(r) => answer(&ProposeResult::Applied {
                     index: r.log_id.index,
@@ -150,10 +278,7 @@ async fn handle(
             }
         }
         "/cluster/cck" => {
-            // Only members get the cache key.
-            let member = cluster.members().iter().any(|(id, _, _)| *id == peer);
-            let cck = cluster.cck().filter(|_| member);
-            let bytes: Option<Vec<u8>> = cck.map(|c| c.bytes().to_vec());
+            let bytes: Option<Vec<u8>> = cluster.cck().map(|c| c.bytes().to_vec());
             let resp = answer(&bytes);
             drop(bytes.map(zeroize::Zeroizing::new));
             resp
@@ -163,7 +288,7 @@ async fn handle(
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            answer(&crate::forwarded(app, fwd).await)
+            answer(&crate::forwarded(app, peer, fwd).await)
         }
         "/cluster/prevote" => {
             let req: super::elect::PreVote = match decode(req).await {
@@ -182,6 +307,7 @@ async fn handle(
             answer(&applied)
         }
         "/cluster/elect" => {
+            tracing::info!(peer, "election requested by a member");
             let r = cluster.raft.trigger().elect().await;
             answer(&r.is_ok())
         }

@@ -17,17 +17,21 @@ pub fn node_name(id: u64) -> String {
     format!("kes-node-{id}")
 }
 
-/// The member id a peer certificate is bound to, from its `kes-node-<id>` DNS name.
+/// The member id a peer certificate is bound to, from its `kes-node-<id>` DNS name. A
+/// certificate with no such name, or with more than one, is bound to no member.
 pub fn peer_node_id(certs: Option<&[CertificateDer<'_>]>) -> Option<u64> {
     let leaf = certs?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::DNSName(d) => {
-            d.strip_prefix("kes-node-").and_then(|id| id.parse().ok())
-        }
+    let mut ids = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => d.strip_prefix("kes-node-"),
         _ => None,
-    })
+    });
+    let id = ids.next()?.parse().ok()?;
+    if ids.next().is_some() {
+        return None;
+    }
+    Some(id)
 }
 
 fn roots(tls: &ClusterTls) -> Result<RootCertStore, TlsError> {

@@ -1,0 +1,480 @@
+//! The TLS listener and the limits that keep one client from locking out the others.
+//!
+//! Every connection, from its TCP accept on, is registered with its peer address, whether a
+//! request is in progress and when it was last active. The limits (defaults in
+//! [`ListenerLimits::default`]):
+//!
+//! - a TLS handshake must finish within `handshake_timeout`;
+//! - a connection that has not started a request within `first_request_timeout` of its
+//!   handshake, or has been idle between requests for `idle_timeout`, is closed; the server
+//!   bounds header and body reads of a request on its side;
+//! - at most `max_connections` connections in all and `max_connections_per_ip` per peer
+//!   address. At a limit, a new connection does not wait and is not refused while some
+//!   connection is idle: the idle one goes (connections whose caller was never authorised
+//!   first, then the longest idle). Only when every connection is busy is the new one closed.
+//!
+//! So an attacker holding thousands of idle connections, even from many addresses, cannot keep
+//! an authorised client out: each new connection of that client displaces an idle one.
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rustls::ServerConfig;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// Limits of the TLS listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// Longest a client may take to complete the handshake.
+    pub handshake_timeout: Duration,
+    /// Longest a connection may stay open after its handshake without starting a request.
+    pub first_request_timeout: Duration,
+    /// Longest a connection may stay idle between two requests.
+    pub idle_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one peer address.
+    pub max_connections_per_ip: usize,
+    /// How long a connection asked to close (idle, evicted, shutdown) gets to finish the
+    /// requests it has in progress before it is dropped.
+    pub close_grace: Duration,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            // KES (Go's http.Server): ReadHeaderTimeout 5 s, IdleTimeout 90 s.
+            first_request_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 8192,
+            // A load balancer in front of the nodes (TCP pass-through) puts every client
+            // behind one address: leave it room.
+            max_connections_per_ip: 1024,
+            close_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One registered connection, shared between the listener and whoever serves it.
+#[derive(Debug)]
+pub struct Conn {
+    id: u64,
+    ip: IpAddr,
+    registry: Arc<Registry>,
+    /// Requests in progress.
+    busy: AtomicU32,
+    /// Requests started so far.
+    requests: AtomicU64,
+    /// Milliseconds since the registry's epoch of the last activity.
+    last_active_ms: AtomicU64,
+    /// Set once a request of this connection passed authorisation.
+    trusted: AtomicBool,
+    close: CancellationToken,
+}
+
+impl Conn {
+    /// Marks a request in progress until the guard is dropped.
+    pub fn request(self: &Arc<Self>) -> RequestGuard {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(Arc::clone(self))
+    }
+
+    /// Records that a request of this connection was authorised: under pressure, idle
+    /// connections that never were go first.
+    pub fn trust(&self) {
+        self.trusted.store(true, Ordering::Relaxed);
+    }
+
+    /// Fires when the listener wants the connection closed (idle too long, evicted, or the
+    /// server is shutting down): finish what is in progress and close.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.close.cancelled()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    fn touch(&self) {
+        self.last_active_ms
+            .store(self.registry.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the connection has been idle; `None` while a request is in progress.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = self.last_active_ms.load(Ordering::Relaxed);
+        Some(Duration::from_millis(
+            self.registry.now_ms().saturating_sub(last),
+        ))
+    }
+}
+
+/// A request in progress on a [`Conn`].
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Conn>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every open connection of one listener.
+#[derive(Debug)]
+struct Registry {
+    epoch: Instant,
+    next_id: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conns: HashMap<u64, Arc<Conn>>,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections asked to close that have not ended yet; they no longer count against the
+    /// limits (each ends within the handshake timeout or the close grace).
+    closing: usize,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Makes room for a connection from `ip` and registers it, or `None` when every
+    /// connection in the way is busy.
+    fn admit(self: &Arc<Self>, ip: IpAddr, limits: &ListenerLimits) -> Option<Arc<Conn>> {
+        let mut inner = self.inner.lock();
+        let from_ip = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if from_ip >= limits.max_connections_per_ip.max(1) && !Self::evict(&mut inner, Some(ip)) {
+            return None;
+        }
+        let open = inner.conns.len().saturating_sub(inner.closing);
+        if open >= limits.max_connections.max(1) && !Self::evict(&mut inner, None) {
+            return None;
+        }
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            ip,
+            registry: Arc::clone(self),
+            busy: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(self.now_ms()),
+            trusted: AtomicBool::new(false),
+            close: CancellationToken::new(),
+        });
+        inner.conns.insert(conn.id, Arc::clone(&conn));
+        *inner.per_ip.entry(ip).or_default() += 1;
+        Some(conn)
+    }
+
+    /// Asks the idle connection that matters least (from `ip` if given) to close: one never
+    /// authorised before one that was, then the longest idle. `false`: none is idle.
+    fn evict(inner: &mut Inner, ip: Option<IpAddr>) -> bool {
+        let victim = inner
+            .conns
+            .values()
+            .filter(|c| ip.is_none_or(|ip| c.ip == ip) && !c.is_closing())
+            .filter_map(|c| c.idle_for().map(|idle| (c, idle)))
+            .max_by_key(|(c, idle)| (!c.trusted.load(Ordering::Relaxed), *idle))
+            .map(|(c, _)| Arc::clone(c));
+        match victim {
+            Some(c) => {
+                c.close.cancel();
+                inner.closing += 1;
+                if let Some(n) = inner.per_ip.get_mut(&c.ip) {
+                    // The closing connection no longer counts for its address either.
+                    *n = n.saturating_sub(1);
+                }
+                tracing::debug!(peer = %c.ip, "idle connection closed to admit a new one");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks a connection to close on its own account (idle, shutdown).
+    fn close(&self, conn: &Conn) {
+        let mut inner = self.inner.lock();
+        if !conn.is_closing() {
+            conn.close.cancel();
+            inner.closing += 1;
+            if let Some(n) = inner.per_ip.get_mut(&conn.ip) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    fn remove(&self, conn: &Conn) {
+        let mut inner = self.inner.lock();
+        if inner.conns.remove(&conn.id).is_none() {
+            return;
+        }
+        if conn.is_closing() {
+            inner.closing = inner.closing.saturating_sub(1);
+        } else if let Some(n) = inner.per_ip.get_mut(&conn.ip) {
+            *n = n.saturating_sub(1);
+        }
+        if inner.per_ip.get(&conn.ip) == Some(&0) {
+            inner.per_ip.remove(&conn.ip);
+        }
+    }
+
+    fn close_all(&self) {
+        let conns: Vec<Arc<Conn>> = self.inner.lock().conns.values().cloned().collect();
+        for c in conns {
+            self.close(&c);
+        }
+    }
+}
+
+/// Unregisters a connection when its task ends, however it ends.
+struct Registration(Arc<Conn>);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.0.registry.remove(&self.0);
+    }
+}
+
+/// Logs refused connections at most once a second, so a flood does not flood the log too.
+struct RefusalLog {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: SocketAddr) {
+        self.count += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            tracing::warn!(
+                peer = %peer,
+                refused = self.count,
+                "connection refused: every connection slot (in all, or for this address) is busy"
+            );
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// Accepts TCP connections until `cancel` fires, runs each TLS handshake in its own task under
+/// the handshake timeout (so a slow client never blocks others), and hands established
+/// connections to `serve` with their [`Conn`], which `serve` must mark busy while it works on a
+/// request and watch for [`Conn::closing`]. The rustls configuration is read at every accept,
+/// so swapping it (on SIGHUP) affects new connections only. See the module documentation for
+/// the limits.
+pub async fn serve_tls<F, Fut>(
+    listener: TcpListener,
+    config: Arc<ArcSwap<ServerConfig>>,
+    limits: ListenerLimits,
+    cancel: CancellationToken,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, SocketAddr, Arc<Conn>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let registry = Arc::new(Registry {
+        epoch: Instant::now(),
+        next_id: AtomicU64::new(0),
+        inner: Mutex::new(Inner::default()),
+    });
+    let mut refusals = RefusalLog {
+        last: None,
+        count: 0,
+    };
+    loop {
+        let (tcp, addr) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    // Usually EMFILE; back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(conn) = registry.admit(addr.ip(), &limits) else {
+            refusals.refused(addr);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(config.load_full());
+        let serve = serve.clone();
+        tokio::spawn(run_connection(tcp, addr, acceptor, conn, limits, serve));
+    }
+    // Stop accepting, and ask every open connection to finish.
+    drop(listener);
+    registry.close_all();
+}
+
+async fn run_connection<F, Fut>(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    conn: Arc<Conn>,
+    limits: ListenerLimits,
+    serve: F,
+) where
+    F: Fn(TlsStream<TcpStream>, SocketAddr, Arc<Conn>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _registration = Registration(Arc::clone(&conn));
+    let stream = tokio::select! {
+        r = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)) => match r {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %addr, error = %e, "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %addr, "tls handshake timed out");
+                return;
+            }
+        },
+        _ = conn.closing() => return,
+    };
+    // The first-request clock starts once the handshake is done.
+    conn.touch();
+    let served = serve(stream, addr, Arc::clone(&conn));
+    tokio::pin!(served);
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        let wait = match closing_since {
+            Some(since) => {
+                (limits.close_grace + Duration::from_millis(100)).saturating_sub(since.elapsed())
+            }
+            None => match conn.idle_for() {
+                Some(idle) => {
+                    let limit = if conn.requests.load(Ordering::Relaxed) == 0 {
+                        limits.first_request_timeout
+                    } else {
+                        limits.idle_timeout
+                    };
+                    if idle >= limit {
+                        tracing::debug!(peer = %addr, idle = ?idle, "closing an idle connection");
+                        conn.registry.close(&conn);
+                        closing_since = Some(Instant::now());
+                        continue;
+                    }
+                    limit - idle
+                }
+                // Busy: look again after the longest idle period; the request's own limits
+                // bound it meanwhile.
+                None => limits.idle_timeout.max(Duration::from_secs(1)),
+            },
+        };
+        tokio::select! {
+            _ = &mut served => return,
+            _ = conn.closing(), if closing_since.is_none() => {
+                closing_since = Some(Instant::now());
+            }
+            _ = tokio::time::sleep(wait) => {
+                if closing_since.is_some_and(|s| s.elapsed() >= limits.close_grace) {
+                    // It did not finish within the grace: drop it.
+                    tracing::debug!(peer = %addr, "connection dropped after its close grace");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry {
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn limits(max: usize, per_ip: usize) -> ListenerLimits {
+        ListenerLimits {
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+            ..Default::default()
+        }
+    }
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+    #[test]
+    fn at_capacity_an_idle_connection_makes_room() {
+        let r = registry();
+        let l = limits(2, 10);
+        let a = r.admit(A, &l).unwrap();
+        let b = r.admit(A, &l).unwrap();
+        let _busy = b.request();
+        let c = r.admit(B, &l).unwrap();
+        assert!(a.is_closing(), "the idle connection was closed");
+        assert!(!b.is_closing() && !c.is_closing());
+        // Every connection busy now: the next one is refused rather than waiting.
+        let _busy_c = c.request();
+        assert!(r.admit(B, &l).is_none());
+    }
+
+    #[test]
+    fn never_authorised_idle_connections_go_first() {
+        let r = registry();
+        let l = limits(2, 10);
+        let old_unknown = r.admit(A, &l).unwrap();
+        let trusted = r.admit(A, &l).unwrap();
+        trusted.trust();
+        // The trusted one has been idle for as long as or longer than the unknown one.
+        r.admit(B, &l).unwrap();
+        assert!(old_unknown.is_closing());
+        assert!(!trusted.is_closing());
+    }
+
+    #[test]
+    fn per_address_limit_evicts_that_address_only() {
+        let r = registry();
+        let l = limits(100, 2);
+        let other = r.admit(B, &l).unwrap();
+        let a1 = r.admit(A, &l).unwrap();
+        let _a2 = r.admit(A, &l).unwrap();
+        r.admit(A, &l).unwrap();
+        assert!(a1.is_closing());
+        assert!(!other.is_closing());
+    }
+
+    #[test]
+    fn closed_connections_free_their_slots() {
+        let r = registry();
+        let l = limits(1, 1);
+        let a = r.admit(A, &l).unwrap();
+        let _busy = a.request();
+        assert!(r.admit(A, &l).is_none());
+        drop(_busy);
+        let reg = Registration(a);
+        drop(reg);
+        assert!(r.admit(A, &l).is_some());
+        assert_eq!(r.inner.lock().conns.len(), 1);
+    }
+}
