@@ -1071,16 +1071,55 @@ keystore:
         for (v, want) in [
             ("\"\"", ClientAuth::Off),
             ("off", ClientAuth::Off),
-            ("on", ClientAuth::On),
+            ("on\n  ca: ./ca.pem", ClientAuth::On),
         ] {
             let c = ok(&BASE.replace("  cert:", &format!("  auth: {v}\n  cert:"))).config;
             assert_eq!(c.tls.auth, want, "{v}");
+            assert!(!c.tls.system_roots);
         }
+        // `auth: on` verifies against tls.ca; the system's roots only when asked for.
+        let e = err(&BASE.replace("  cert:", "  auth: on\n  cert:"));
+        assert_eq!(e.field(), Some("tls.auth"));
+        assert!(e.to_string().contains("tls.system_roots"), "{e}");
+        let c = ok(&BASE.replace("  cert:", "  auth: on\n  system_roots: on\n  cert:")).config;
+        assert!(c.tls.system_roots);
         let e = err(&BASE.replace("  cert:", "  auth: maybe\n  cert:"));
         assert_eq!(
             e.to_string(),
             "kesconf: invalid value for 'tls.auth': 'maybe' (want on or off) at line 5"
         );
+    }
+
+    #[test]
+    fn limits_default_and_validate() {
+        let c = ok(BASE).config;
+        assert_eq!(c.limits, Limits::default());
+        let c = ok(&with(
+            "limits:\n  connections: 100\n  connections_per_ip: 10\n  header_timeout: 2s\n  idle_timeout: 1m\n  body_timeout: 3s\n  http2_streams: 16\n  handshake_timeout: 4s\n",
+        ))
+        .config;
+        assert_eq!(
+            c.limits,
+            Limits {
+                connections: 100,
+                connections_per_ip: 10,
+                handshake_timeout: Duration::from_secs(4),
+                header_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(60),
+                body_timeout: Duration::from_secs(3),
+                http2_streams: 16,
+            }
+        );
+        for bad in [
+            "connections: 0",
+            "connections_per_ip: many",
+            "http2_streams: -1",
+            "idle_timeout: soon",
+        ] {
+            let e = err(&with(&format!("limits:\n  {bad}\n")));
+            let field = format!("limits.{}", bad.split(':').next().unwrap_or_default());
+            assert_eq!(e.field(), Some(field.as_str()), "{bad}");
+        }
     }
 
     #[test]
