@@ -24,6 +24,7 @@ struct Model {
     tombstones: HashSet<String>,
     policies: HashMap<String, PolicyRecord>,
     assigned: HashMap<String, String>,
+    pruned_below: u64,
 }
 
 impl Model {
@@ -83,7 +84,9 @@ impl Model {
                 at_ms,
                 observed,
             } => {
-                if *observed < self.generations.get(name).copied().unwrap_or(0) {
+                if *observed < self.pruned_below
+                    || *observed < self.generations.get(name).copied().unwrap_or(0)
+                {
                     return Outcome::StaleFill;
                 }
                 if self.keys.contains_key(name) {
@@ -123,6 +126,7 @@ impl Model {
                     self.generations.remove(&name);
                     self.tombstones.remove(&name);
                 }
+                self.pruned_below = self.pruned_below.max((*before_index).min(index));
             }
             Command::SetPolicy {
                 name,
@@ -193,6 +197,7 @@ impl Model {
         );
         prop_assert_eq!(state.admin(), admin.as_str());
         prop_assert_eq!(state.init_at_ms(), at);
+        prop_assert_eq!(state.pruned_below(), self.pruned_below);
         for name in NAMES {
             prop_assert_eq!(state.key(name), self.keys.get(*name), "key {}", name);
             let generation = self.generations.get(*name).copied().unwrap_or(0);
