@@ -20,6 +20,7 @@
 pub mod elect;
 pub mod kms;
 pub mod net;
+mod reconcile;
 pub mod rpc;
 pub mod tls;
 
@@ -202,6 +203,9 @@ pub struct Cluster {
     expiry: CacheConfig,
     key_type: KeyType,
     seed: Seed,
+    /// Failpoint: the next tombstone commit of a delete fails as if leadership was lost.
+    #[cfg(test)]
+    fail_tombstone: std::sync::atomic::AtomicBool,
 }
 
 /// A cached key found on this node, with what its expiry depends on.
@@ -310,6 +314,8 @@ impl Cluster {
             expiry: cache.effective(),
             key_type,
             seed,
+            #[cfg(test)]
+            fail_tombstone: std::sync::atomic::AtomicBool::new(false),
         });
         c.touch_contact();
         c
@@ -925,7 +931,7 @@ impl Cluster {
                 // node leads next.
                 tracing::warn!(key = %name, error = %e, "key created but not committed");
                 self.reconcile_create(name, encoded, generation);
-                Err(ApiError::PartialWrite)
+                Err(ApiError::PartialWrite(StoreOp::Create))
             }
         }
     }
@@ -1062,8 +1068,9 @@ impl Cluster {
             .unwrap_or(Err(ApiError::Unavailable))
     }
 
-    async fn delete_detached(&self, name: &str) -> Result<(), ApiError> {
+    async fn delete_detached(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
         let _writing = self.write_lock(name).await;
+        let generation = self.state.read(|s| s.generation(name));
         let r = self.store.delete(name).await;
         let known = self.state.read(|s| s.key(name).is_some());
         match &r {
@@ -1072,15 +1079,14 @@ impl Cluster {
             Err(StoreError::NotFound) if known => {}
             Err(_) => return r.map_err(|e| ApiError::store(StoreOp::Delete, e)),
         }
-        let cmd = Command::DeleteKey {
-            name: name.to_owned(),
-            at_ms: now_ms(),
-        };
-        match self.raft.client_write(cmd).await {
-            Ok(w) => self.spread(w.log_id.index).await,
+        match self.write_tombstone(name).await {
+            Ok(index) => self.spread(index).await,
             Err(e) => {
+                // Gone from the keystore but still in the cache: settle it like a lost create,
+                // so the key ends up in neither.
                 tracing::warn!(key = %name, error = %e, "key deleted but tombstone not committed");
-                return Err(ApiError::PartialWrite);
+                self.reconcile_delete(name, generation);
+                return Err(ApiError::PartialWrite(StoreOp::Delete));
             }
         }
         r.map_err(|e| ApiError::store(StoreOp::Delete, e))

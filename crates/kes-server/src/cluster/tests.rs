@@ -136,3 +136,83 @@ async fn describe_racing_an_uncommitted_delete_answers_from_the_committed_state(
     ));
     cancel.cancel();
 }
+
+/// Waits (up to 10 s) until `check` holds on the node's state.
+async fn eventually(cluster: &Cluster, what: &str, check: impl Fn(&State) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.state.read(&check) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A delete whose tombstone commit fails after the keystore deleted the key is settled like a
+/// lost create: the client hears that the key is deleted in the keystore and the cache is
+/// being updated (a 5xx), and the tombstone follows, so the key ends up in neither.
+#[tokio::test]
+async fn a_delete_whose_tombstone_commit_is_lost_is_settled() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    let version = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("doomed", &version).await.unwrap();
+
+    cluster.fail_tombstone.store(true, Ordering::SeqCst);
+    let err = cluster.delete("doomed").await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::PartialWrite(StoreOp::Delete)),
+        "{err:?}"
+    );
+    let kes = err.to_kes();
+    assert_eq!(kes.status, 503);
+    assert_eq!(
+        kes.message,
+        "key deleted in the keystore; the cluster cache is being updated"
+    );
+    assert!(matches!(
+        store.inner.get("doomed").await,
+        Err(StoreError::NotFound)
+    ));
+    // The failure was real: the cache still holds the key for now.
+    assert!(cluster.state.read(|s| s.key("doomed").is_some()));
+
+    eventually(&cluster, "the tombstone was never committed", |s| {
+        s.key("doomed").is_none() && s.is_tombstoned("doomed")
+    })
+    .await;
+    assert!(matches!(
+        cluster.get("doomed").await,
+        Err(ApiError::KeyNotFound)
+    ));
+    cancel.cancel();
+}
+
+/// The settling of a lost tombstone gives up when the name is created again meanwhile: the
+/// new key stays in the cache and the keystore.
+#[tokio::test]
+async fn a_lost_tombstone_is_not_committed_over_a_re_create() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    let first = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("phoenix", &first).await.unwrap();
+    cluster.fail_tombstone.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        cluster.delete("phoenix").await,
+        Err(ApiError::PartialWrite(StoreOp::Delete))
+    ));
+    let second = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("phoenix", &second).await.unwrap();
+    // Past the first settling attempt (and a retry).
+    tokio::time::sleep(reconcile::FIRST_RETRY + Duration::from_millis(1500)).await;
+    let generation = cluster.state.read(|s| s.generation("phoenix"));
+    assert!(!cluster.state.read(|s| s.is_tombstoned("phoenix")));
+    assert_eq!(
+        cluster.settle_delete("phoenix", generation - 1).await,
+        reconcile::SettleDelete::Superseded
+    );
+    let key = cluster.get("phoenix").await.unwrap();
+    assert!(key.is_stored_as(&second.encode()));
+    assert_eq!(store.inner.get("phoenix").await.unwrap(), second.encode());
+    cancel.cancel();
+}
