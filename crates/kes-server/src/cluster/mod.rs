@@ -20,6 +20,7 @@
 pub mod elect;
 pub mod kms;
 pub mod net;
+pub mod prune;
 mod reconcile;
 pub mod rpc;
 pub mod tls;
@@ -1290,9 +1291,11 @@ impl Cluster {
         })
     }
 
-    /// Background duties: initialise the state when leading a fresh group, unseal, and track
-    /// contact with the majority. Runs until `cancel` fires.
+    /// Background duties: initialise the state when leading a fresh group, unseal, track
+    /// contact with the majority, and prune tombstones while leading (`prune`, its own task).
+    /// Runs until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        tokio::spawn(Arc::clone(&self).run_prune(cancel.child_token()));
         let mut metrics = self.raft.metrics();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut next_unseal = Instant::now();

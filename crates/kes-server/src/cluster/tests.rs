@@ -216,3 +216,72 @@ async fn a_lost_tombstone_is_not_committed_over_a_re_create() {
     assert_eq!(store.inner.get("phoenix").await.unwrap(), second.encode());
     cancel.cancel();
 }
+
+/// The leader prunes the tombstones below the members' applied index as sampled at least the
+/// margin ago, and the pruned names stay protected against stale fills.
+#[tokio::test]
+async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    for i in 0..20 {
+        let name = format!("k{i}");
+        let version = KeyVersion::generate(KeyType::Aes256, "test");
+        cluster.create(&name, &version).await.unwrap();
+        cluster.delete(&name).await.unwrap();
+    }
+    let live = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("live", &live).await.unwrap();
+    assert_eq!(cluster.state.read(|s| s.tombstone_count()), 20);
+    let sampled = cluster.applied_index();
+
+    let margin = Duration::from_secs(60);
+    let mut pruner = prune::Pruner::new(margin);
+    let t0 = Instant::now();
+    assert_eq!(
+        pruner.round(&cluster, t0).await,
+        prune::PruneRound::Nothing,
+        "no sample is old enough yet"
+    );
+    // A delete after the sample is not pruned by the next round.
+    let late = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("late", &late).await.unwrap();
+    cluster.delete("late").await.unwrap();
+
+    let round = pruner.round(&cluster, t0 + margin).await;
+    assert_eq!(
+        round,
+        prune::PruneRound::Pruned {
+            before_index: sampled,
+            forgotten: 20
+        }
+    );
+    cluster.state.read(|s| {
+        assert_eq!(s.tombstone_count(), 1);
+        assert!(s.is_tombstoned("late"));
+        assert_eq!(s.name_state("k0"), None);
+        assert!(s.key("live").is_some());
+        assert_eq!(s.pruned_below(), sampled);
+    });
+    // A fill whose keystore read began before the prune point is refused although the name's
+    // tombstone is gone.
+    let cck = cluster.cck().unwrap();
+    let stale = Command::FillKey {
+        name: "k0".to_owned(),
+        sealed: cck.seal("k0", &live.encode()),
+        at_ms: now_ms(),
+        observed: sampled - 1,
+    };
+    let (_, outcome) = cluster.propose(stale).await.unwrap();
+    assert_eq!(outcome, Outcome::StaleFill);
+    assert!(matches!(
+        cluster.get("k0").await,
+        Err(ApiError::KeyNotFound)
+    ));
+    // Nothing left below the point: the next round proposes nothing.
+    assert_eq!(
+        pruner.round(&cluster, t0 + margin).await,
+        prune::PruneRound::Nothing
+    );
+    cancel.cancel();
+}
