@@ -23,6 +23,7 @@ pub mod net;
 pub mod prune;
 mod reconcile;
 pub mod rpc;
+pub mod seal;
 pub mod tls;
 
 use crate::error::{ApiError, StoreOp};
@@ -204,6 +205,8 @@ pub struct Cluster {
     expiry: CacheConfig,
     key_type: KeyType,
     seed: Seed,
+    /// Set once this node gives up for good (see `seal`).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
     /// Failpoint: the next tombstone commit of a delete fails as if leadership was lost.
     #[cfg(test)]
     fail_tombstone: std::sync::atomic::AtomicBool,
@@ -315,6 +318,7 @@ impl Cluster {
             expiry: cache.effective(),
             key_type,
             seed,
+            fatal: tokio::sync::watch::channel(None).0,
             #[cfg(test)]
             fail_tombstone: std::sync::atomic::AtomicBool::new(false),
         });
@@ -1207,6 +1211,19 @@ impl Cluster {
     /// Initialises the replicated state if nobody has: a fresh CCK, wrapped by the keystore,
     /// and the seed policies. Runs on the leader.
     async fn initialize_state(&self) -> Result<(), ApiError> {
+        // A new leader may hold a committed Init it has not applied yet. Creating the wrapping
+        // key then would be wrong if the keystore lost the entry: a fresh key cannot open the
+        // committed wrapped CCK, and would stand in the way of restoring the old entry. So the
+        // state must have applied everything this leader's term has committed first.
+        let read = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|_| ApiError::ClusterUnavailable)?;
+        self.wait_applied(read.0.map_or(0, |l| l.index)).await?;
+        if self.state.read(|s| s.is_initialized()) {
+            return Ok(());
+        }
         let mut raw = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(raw.as_mut());
         let wrapping = self
@@ -1234,9 +1251,10 @@ impl Cluster {
     }
 
     /// Tries to get the CCK: from a live peer, else through the keystore.
-    async fn unseal(&self) -> bool {
+    async fn unseal(&self) -> seal::Unseal {
+        use seal::Unseal;
         let Some(wrapped) = self.state.read(|s| s.wrapped_cck().map(<[u8]>::to_vec)) else {
-            return false;
+            return Unseal::NotYet;
         };
         if let Some(peers) = &self.peers {
             for (id, addr, _) in self.members() {
@@ -1252,7 +1270,8 @@ impl Cluster {
                         if self.verify_cck(&cck) {
                             self.cck.store(Some(Arc::new(cck)));
                             tracing::info!(peer = id, "cluster cache key received from a peer");
-                            return true;
+                            self.check_wrapping_entry().await;
+                            return Unseal::Unsealed;
                         }
                     }
                 }
@@ -1264,20 +1283,21 @@ impl Cluster {
                     if let Some(cck) = Cck::from_slice(&raw) {
                         self.cck.store(Some(Arc::new(cck)));
                         tracing::info!("cluster cache key unwrapped through the keystore");
-                        return true;
+                        return Unseal::Unsealed;
                     }
-                    false
+                    Unseal::NotYet
                 }
                 Err(_) => {
                     tracing::error!(
                         "the keystore's wrapping key does not open the cluster cache key"
                     );
-                    false
+                    Unseal::NotYet
                 }
             },
+            Err(StoreError::NotFound) => Unseal::WrappingKeyMissing,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot unwrap the cluster cache key yet");
-                false
+                Unseal::NotYet
             }
         }
     }
@@ -1299,6 +1319,7 @@ impl Cluster {
         let mut metrics = self.raft.metrics();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut next_unseal = Instant::now();
+        let mut missing_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -1324,7 +1345,30 @@ impl Cluster {
             }
             if self.is_sealed() && Instant::now() >= next_unseal {
                 next_unseal = Instant::now() + UNSEAL_RETRY;
-                self.unseal().await;
+                if self.unseal().await != seal::Unseal::WrappingKeyMissing {
+                    missing_since = None;
+                    continue;
+                }
+                let alone = self.members().iter().all(|(id, _, _)| *id == self.id);
+                let since = match missing_since {
+                    Some(since) => since,
+                    None => {
+                        if !alone {
+                            tracing::error!(
+                                entry = WRAPPING_KEY,
+                                grace = ?seal::MISSING_ENTRY_GRACE,
+                                "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key; asking the other members for the cache key"
+                            );
+                        }
+                        *missing_since.insert(Instant::now())
+                    }
+                };
+                if alone || since.elapsed() >= seal::MISSING_ENTRY_GRACE {
+                    let message = seal::missing_entry_message();
+                    tracing::error!(entry = WRAPPING_KEY, "{message}");
+                    self.fatal.send_replace(Some(message));
+                    return;
+                }
             }
         }
     }
