@@ -620,8 +620,9 @@ impl Cluster {
     /// Asks the KMS whether it still holds the cached key, and records the answer in the
     /// replicated state: a confirmation, or the eviction of the entry.
     async fn confirm(&self, name: &str, hit: &Hit) -> Result<Confirmation, ApiError> {
+        // Keystore reads are key material: wiped when dropped, here and below.
         let read = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
-            Ok(r) => r,
+            Ok(r) => r.map(Zeroizing::new),
             Err(_) => {
                 let e =
                     StoreError::unavailable(true, format!("no answer within {CONFIRM_TIMEOUT:?}"));
@@ -734,11 +735,16 @@ impl Cluster {
     async fn fetch(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         let observed = self.applied_index();
         let generation = self.state.read(|s| s.generation(name));
-        let raw = self.store.get(name).await.map_err(|e| match e {
-            StoreError::NotFound => ApiError::KeyNotFound,
-            // A miss while the keystore is down must not look like a definitive 404.
-            e => ApiError::store(StoreOp::Read, e),
-        })?;
+        let raw = self
+            .store
+            .get(name)
+            .await
+            .map(Zeroizing::new)
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::KeyNotFound,
+                // A miss while the keystore is down must not look like a definitive 404.
+                e => ApiError::store(StoreOp::Read, e),
+            })?;
         let version = KeyVersion::parse(&raw).map_err(|e| {
             tracing::error!(key = %name, error = %e, "keystore entry is not a valid key");
             ApiError::store(StoreOp::Read, StoreError::Invalid(e.to_string()))
@@ -902,8 +908,8 @@ impl Cluster {
             Err(StoreError::AlreadyExists) => {
                 // A retry inside the KMS client can find the key its own first attempt
                 // created: the material tells whether it is ours.
-                match self.store.get(name).await {
-                    Ok(stored) if stored == *encoded => {
+                match self.store.get(name).await.map(Zeroizing::new) {
+                    Ok(stored) if *stored == *encoded => {
                         tracing::debug!(key = %name, "create: a retried request found its own key");
                     }
                     Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::KeyExists),
@@ -963,8 +969,8 @@ impl Cluster {
             while Instant::now() < deadline {
                 tokio::time::sleep(kms::PROBE_INTERVAL_DOWN).await;
                 let observed = this.applied_index();
-                match this.store.get(&name).await {
-                    Ok(stored) if stored == *encoded => {
+                match this.store.get(&name).await.map(Zeroizing::new) {
+                    Ok(stored) if *stored == *encoded => {
                         let Some(cck) = this.cck() else { continue };
                         let cmd = Command::FillKey {
                             name: name.clone(),
@@ -1204,7 +1210,7 @@ impl Cluster {
                 Err(e) => return Err(e),
             }
         }
-        let raw = self.store.get(WRAPPING_KEY).await?;
+        let raw = Zeroizing::new(self.store.get(WRAPPING_KEY).await?);
         KeyVersion::parse(&raw).map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
