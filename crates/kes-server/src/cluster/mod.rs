@@ -1322,6 +1322,7 @@ impl Cluster {
     /// Runs until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
         tokio::spawn(Arc::clone(&self).run_prune(cancel.child_token()));
+        tokio::spawn(Arc::clone(&self).run_wrapping_check(cancel.child_token()));
         let mut metrics = self.raft.metrics();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut next_unseal = Instant::now();

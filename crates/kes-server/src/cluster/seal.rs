@@ -13,7 +13,8 @@
 //! to recover, keeps asking its peers for [`MISSING_ENTRY_GRACE`] (they may be starting too),
 //! and then stops with that message (the process exits non-zero), rather than sitting sealed
 //! forever. A node that got the CCK from a peer checks the entry too and logs the same ERROR,
-//! so that the loss is noticed while some node still holds the CCK.
+//! and so does the leader every [`WRAPPING_CHECK_EVERY`], so that the loss is noticed while
+//! some node still holds the CCK.
 
 use super::{Cluster, StoreError, CONFIRM_TIMEOUT, WRAPPING_KEY};
 use std::time::Duration;
@@ -21,6 +22,10 @@ use std::time::Duration;
 /// How long a starting node that finds the wrapping key missing keeps asking its peers for the
 /// cache key before it gives up (peers restarted together may need a few seconds to unseal).
 pub const MISSING_ENTRY_GRACE: Duration = Duration::from_secs(15);
+
+/// How often the leader checks that the wrapping key is still in the keystore, so that its loss
+/// is reported while the cache key still lives in the running nodes' memory.
+pub const WRAPPING_CHECK_EVERY: Duration = Duration::from_secs(10 * 60);
 
 /// The outcome of one attempt to get the cache key.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,20 +53,38 @@ pub fn missing_entry_message() -> String {
 }
 
 impl Cluster {
-    /// After getting the cache key from a peer: checks that the wrapping key is still in the
-    /// keystore, and raises the alarm if it is not, since a node restarted when no member holds
-    /// the cache key could not start.
+    /// Checks that the wrapping key is still in the keystore (after getting the cache key from
+    /// a peer, and periodically on the leader), and raises the alarm if it is not, since a node
+    /// restarted when no member holds the cache key could not start.
     pub(super) async fn check_wrapping_entry(&self) {
         match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(WRAPPING_KEY)).await {
             Ok(Err(StoreError::NotFound)) => {
                 tracing::error!(
                     entry = WRAPPING_KEY,
-                    "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key: this node got the cache key from a peer, but a node that starts while no member holds it cannot unseal. Restore the entry '{WRAPPING_KEY}' from a keystore backup (a KES server sharing the keystore may have deleted it); a fresh one is not created, as it could not open the cache key"
+                    "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key: running nodes hold the cache key, but a node that starts while no member holds it cannot unseal. Restore the entry '{WRAPPING_KEY}' from a keystore backup (a KES server sharing the keystore may have deleted it); a fresh one is not created, as it could not open the cache key"
                 );
             }
             // Present, or the keystore cannot tell now: nothing to report.
             Ok(Ok(raw)) => drop(zeroize::Zeroizing::new(raw)),
             Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
+    /// The leader's watch over the wrapping key: every [`WRAPPING_CHECK_EVERY`], while this
+    /// node leads and holds the cache key, an ERROR if the keystore lost the entry. Runs until
+    /// `cancel` fires.
+    pub async fn run_wrapping_check(
+        self: std::sync::Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(WRAPPING_CHECK_EVERY) => {}
+            }
+            if self.is_leader() && !self.is_sealed() && !self.kms.is_down() {
+                self.check_wrapping_entry().await;
+            }
         }
     }
 
