@@ -132,8 +132,13 @@ impl Cck {
     }
 
     pub fn from_slice(b: &[u8]) -> Option<Self> {
-        let arr: [u8; 32] = b.try_into().ok()?;
-        Some(Self(Zeroizing::new(arr)))
+        // Copied straight into the wiped buffer: no stray copy of the key on the stack.
+        if b.len() != 32 {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(b);
+        Some(Self(key))
     }
 }
 
@@ -1204,7 +1209,8 @@ impl Cluster {
     async fn wrapping_key(&self, create: bool) -> Result<KeyVersion, StoreError> {
         if create {
             let fresh = KeyVersion::generate(self.key_type, "kes-cluster");
-            match self.store.create(WRAPPING_KEY, &fresh.encode()).await {
+            let encoded = Zeroizing::new(fresh.encode());
+            match self.store.create(WRAPPING_KEY, &encoded).await {
                 Ok(()) => return Ok(fresh),
                 Err(StoreError::AlreadyExists) => {}
                 Err(e) => return Err(e),

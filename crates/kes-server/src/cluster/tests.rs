@@ -285,3 +285,17 @@ async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
     );
     cancel.cancel();
 }
+
+#[test]
+fn cache_key_takes_exactly_32_bytes_and_binds_entries_to_their_name() {
+    assert!(Cck::from_slice(&[1; 31]).is_none());
+    assert!(Cck::from_slice(&[1; 33]).is_none());
+    let cck = Cck::from_slice(&[7; 32]).unwrap();
+    assert_eq!(cck.bytes(), &[7; 32]);
+    let sealed = cck.seal("a", b"value");
+    assert_eq!(
+        cck.open("a", &sealed).as_deref().map(Vec::as_slice),
+        Some(&b"value"[..])
+    );
+    assert!(cck.open("b", &sealed).is_none());
+}
