@@ -73,8 +73,9 @@ fn main() {
             },
         );
     }
-    let start_snapshot = s.encode_snapshot().unwrap().len();
+    // Resident memory is read before each snapshot is encoded, so that it is the state's.
     let start_rss = rss_kib();
+    let start_snapshot = s.encode_snapshot().unwrap().len();
 
     let started = Instant::now();
     let mut previous_round = 0u64;
@@ -106,8 +107,8 @@ fn main() {
         }
     }
     let elapsed = started.elapsed();
-    let end_snapshot = s.encode_snapshot().unwrap().len();
     let end_rss = rss_kib();
+    let end_snapshot = s.encode_snapshot().unwrap().len();
     println!(
         "{{\"pairs\":{pairs},\"live\":{live},\"prune\":{prune},\"prune_every\":{prune_every},\"prunes\":{prunes},\"start_snapshot_bytes\":{start_snapshot},\"end_snapshot_bytes\":{end_snapshot},\"start_rss_kib\":{start_rss},\"end_rss_kib\":{end_rss},\"tombstones_left\":{},\"peak_tombstones\":{peak_tombstones},\"keys\":{},\"apply_seconds\":{:.2}}}",
         s.tombstone_count(),
