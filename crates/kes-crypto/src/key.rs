@@ -382,6 +382,19 @@ impl fmt::Debug for HmacKey {
 mod tests {
     use super::*;
 
+    /// The cipher states built from secret keys wipe themselves when dropped: the AES key
+    /// schedule (inside every AES-GCM cipher, this crate's and the cluster cache key's), the
+    /// ChaCha20-Poly1305 key and ChaCha20's state. Fails to compile without the `zeroize`
+    /// features of the workspace manifest.
+    #[test]
+    fn cipher_states_are_wiped_on_drop() {
+        fn wiped<T: zeroize::ZeroizeOnDrop>() {}
+        wiped::<aes::Aes256>();
+        wiped::<chacha20poly1305::ChaCha20Poly1305>();
+        wiped::<chacha20poly1305::XChaCha20Poly1305>();
+        wiped::<chacha20::ChaCha20>();
+    }
+
     #[test]
     fn key_type_names() {
         for (name, kind) in [

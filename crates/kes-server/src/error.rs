@@ -79,9 +79,10 @@ pub enum ApiError {
     /// No leader or no quorum reachable, or this node is cut off from the majority.
     #[error("cluster unavailable")]
     ClusterUnavailable,
-    /// The keystore changed but the cluster did not commit the change.
-    #[error("change committed but not replicated")]
-    PartialWrite,
+    /// The keystore changed (a create or a delete) but the cluster did not commit the change
+    /// yet; a background task is settling it.
+    #[error("keystore {0:?} done but not committed")]
+    PartialWrite(StoreOp),
     #[error("reserved key name")]
     ReservedName(String),
     /// Admin-only routes.
@@ -167,7 +168,16 @@ impl ApiError {
                 503,
                 "cluster unavailable: no leader or no quorum reachable from this node",
             ),
-            Self::PartialWrite => e(503, "change committed but not replicated"),
+            // 5xx, so clients retry (a retried delete finds nothing and commits the tombstone; a
+            // retried create answers "key already exists").
+            Self::PartialWrite(StoreOp::Delete) => e(
+                503,
+                "key deleted in the keystore; the cluster cache is being updated",
+            ),
+            Self::PartialWrite(_) => e(
+                503,
+                "key created in the keystore; the cluster cache is being updated",
+            ),
             Self::ReservedName(n) => KesError::new(400, format!("key name '{n}' is reserved")),
             Self::AdminOnly => e(403, msg::NOT_ALLOWED),
             Self::BadRequest(m) => KesError::new(400, m.clone()),

@@ -2,8 +2,10 @@
 //!
 //! Events are serialized once and fanned out through broadcast channels; a subscriber that falls
 //! behind loses the oldest events instead of slowing requests down. The audit stream records
-//! every key operation (who, which route and key, outcome, latency) and never key material: the
-//! event holds only the path, the caller's identity and the status.
+//! every key operation and every policy, identity and membership change, refused attempts
+//! included (who, which route and key, policy, identity or node, outcome, latency) and never
+//! key material or request bodies: the event holds only the path, the caller's identity and
+//! address, and the status.
 
 use kes_types::to_go_json_line;
 use kes_types::wire::{AuditEvent, ErrorEvent};

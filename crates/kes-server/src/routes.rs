@@ -107,9 +107,26 @@ impl Route {
             )
     }
 
-    /// Key routes produce audit events.
+    /// Key routes produce audit events, as in KES, and so do the admin routes that change
+    /// policies, identities or the cluster: who asked, what (the path names the policy,
+    /// identity or node), and the answer, refusals included.
     pub fn is_audited(&self) -> bool {
-        self.path.starts_with("/v1/key/")
+        self.path.starts_with("/v1/key/") || self.is_admin_change()
+    }
+
+    /// Admin routes that change the replicated state or the membership.
+    pub fn is_admin_change(&self) -> bool {
+        matches!(
+            self.id,
+            RouteId::PolicyWrite
+                | RouteId::PolicyAssign
+                | RouteId::PolicyDelete
+                | RouteId::IdentityDelete
+                | RouteId::ClusterAdd
+                | RouteId::ClusterRemove
+                | RouteId::ClusterLeader
+                | RouteId::ClusterSnapshot
+        )
     }
 }
 
@@ -413,6 +430,39 @@ pub fn clean_path(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_routes_and_admin_changes_are_audited_and_reads_are_not() {
+        let routes = Routes::new(&BTreeMap::new());
+        let audited: Vec<&str> = routes
+            .all()
+            .iter()
+            .filter(|r| r.is_audited())
+            .map(|r| r.path)
+            .filter(|p| !p.starts_with("/v1/key/"))
+            .collect();
+        assert_eq!(
+            audited,
+            vec![
+                "/v1/policy/write/",
+                "/v1/policy/assign/",
+                "/v1/policy/delete/",
+                "/v1/identity/delete/",
+                "/v1/cluster/add/",
+                "/v1/cluster/remove/",
+                "/v1/cluster/leader/",
+                "/v1/cluster/snapshot",
+            ]
+        );
+        for r in routes.all() {
+            if r.path.starts_with("/v1/key/") {
+                assert!(r.is_audited(), "{}", r.path);
+            }
+            if r.method == "GET" && !r.path.starts_with("/v1/key/") {
+                assert!(!r.is_audited(), "{}", r.path);
+            }
+        }
+    }
 
     #[test]
     fn cleaning() {

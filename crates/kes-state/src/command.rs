@@ -81,9 +81,15 @@ pub enum Command {
     /// is below `before_index`, so that the state does not grow with every deleted key.
     ///
     /// Forgetting a generation also forgets the protection it gave: a [`Command::FillKey`]
-    /// whose `observed` is below the pruned generation would then be accepted, and could bring
-    /// a deleted key back into the cache. The proposer must therefore only prune below the
-    /// smallest applied index of all members, minus a margin for fills still in flight.
+    /// whose `observed` is below the pruned generation would be accepted, and could bring a
+    /// deleted key back into the cache. So applying a prune also raises the state's prune
+    /// point to `before_index` (never above the prune's own index), and every later fill
+    /// observed below the prune point is refused with [`Outcome::StaleFill`], whatever its
+    /// name. A fill observed at or above it began its read after every pruned generation, so
+    /// it would have been accepted before the prune too: pruning changes no outcome that
+    /// protects a delete, for any `before_index`. The proposer's choice only decides which
+    /// fills in flight are refused needlessly (they read the KMS again): it prunes below the
+    /// smallest applied index of all members, as sampled a while ago.
     PruneTombstones {
         before_index: u64,
     },

@@ -25,6 +25,7 @@ struct Model {
     policies: HashMap<String, PolicyRecord>,
     assigned: HashMap<String, String>,
     retired: std::collections::BTreeSet<u64>,
+    pruned_below: u64,
 }
 
 impl Model {
@@ -84,7 +85,9 @@ impl Model {
                 at_ms,
                 observed,
             } => {
-                if *observed < self.generations.get(name).copied().unwrap_or(0) {
+                if *observed < self.pruned_below
+                    || *observed < self.generations.get(name).copied().unwrap_or(0)
+                {
                     return Outcome::StaleFill;
                 }
                 if self.keys.contains_key(name) {
@@ -124,6 +127,7 @@ impl Model {
                     self.generations.remove(&name);
                     self.tombstones.remove(&name);
                 }
+                self.pruned_below = self.pruned_below.max((*before_index).min(index));
             }
             Command::SetPolicy {
                 name,
@@ -205,6 +209,7 @@ impl Model {
                 id
             );
         }
+        prop_assert_eq!(state.pruned_below(), self.pruned_below);
         for name in NAMES {
             prop_assert_eq!(state.key(name), self.keys.get(*name), "key {}", name);
             let generation = self.generations.get(*name).copied().unwrap_or(0);

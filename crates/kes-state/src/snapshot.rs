@@ -139,6 +139,49 @@ mod tests {
         Ok(())
     }
 
+    /// Snapshots written before pruning existed have no prune point: they still decode, with
+    /// the point at 0, and encode again with it.
+    #[test]
+    fn snapshots_without_a_prune_point_decode() -> Result<(), SnapshotError> {
+        use crate::state::{NameState, PolicyRecord};
+
+        #[derive(Serialize)]
+        struct Before {
+            initialized: bool,
+            #[serde(with = "serde_bytes")]
+            wrapped_cck: Option<Vec<u8>>,
+            admin: String,
+            init_at_ms: u64,
+            names: BTreeMap<String, NameState>,
+            policies: BTreeMap<String, PolicyRecord>,
+            assignments: BTreeMap<String, String>,
+            last_applied: u64,
+        }
+        let s = sample();
+        let before = Before {
+            initialized: s.initialized,
+            wrapped_cck: s.wrapped_cck.clone(),
+            admin: s.admin.clone(),
+            init_at_ms: s.init_at_ms,
+            names: s.names.clone(),
+            policies: s.policies.clone(),
+            assignments: s.assignments.clone(),
+            last_applied: s.last_applied,
+        };
+        let mut bytes = SNAPSHOT_MAGIC.to_vec();
+        let mut ser = rmp_serde::Serializer::new(&mut bytes).with_struct_map();
+        before
+            .serialize(&mut ser)
+            .map_err(|e| SnapshotError::Encode {
+                reason: e.to_string(),
+            })?;
+        let decoded = State::decode_snapshot(&bytes)?;
+        assert_eq!(decoded, s);
+        assert_eq!(decoded.pruned_below(), 0);
+        assert!(decoded.encode_snapshot()?.len() > bytes.len());
+        Ok(())
+    }
+
     #[test]
     fn sealed_bytes_are_stored_as_msgpack_bin() -> Result<(), SnapshotError> {
         // One bin8 header and the raw bytes, not an array of 100 integers of two bytes each.

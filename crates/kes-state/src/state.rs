@@ -79,6 +79,11 @@ pub struct State {
     /// snapshots written before the field existed still read.
     #[serde(default)]
     pub(crate) retired: std::collections::BTreeSet<u64>,
+    /// Fills observed below this index are refused: the highest `before_index` of the
+    /// [`Command::PruneTombstones`] applied so far. Defaulted so that snapshots written before
+    /// pruning existed still decode.
+    #[serde(default)]
+    pub(crate) pruned_below: u64,
 }
 
 impl fmt::Debug for State {
@@ -93,6 +98,7 @@ impl fmt::Debug for State {
             .field("assignments", &self.assignments)
             .field("last_applied", &self.last_applied)
             .field("retired", &self.retired)
+            .field("pruned_below", &self.pruned_below)
             .finish()
     }
 }
@@ -165,8 +171,12 @@ impl State {
                 Outcome::Applied
             }
             Command::PruneTombstones { before_index } => {
+                // A floor above the prune's own index would refuse fills that begin after it
+                // and are perfectly fresh.
+                let before = (*before_index).min(index);
                 self.names
-                    .retain(|_, ns| ns.entry.is_some() || ns.generation >= *before_index);
+                    .retain(|_, ns| ns.entry.is_some() || ns.generation >= before);
+                self.pruned_below = self.pruned_below.max(before);
                 Outcome::Applied
             }
             Command::SetPolicy {
@@ -259,6 +269,12 @@ impl State {
     }
 
     fn fill(&mut self, name: &str, sealed: &[u8], at_ms: u64, observed: u64) -> Outcome {
+        // The generation that would refuse this fill may have been pruned: a read that began
+        // before the prune point could have seen a key deleted since, so it is refused whatever
+        // the name (see `Command::PruneTombstones`).
+        if observed < self.pruned_below {
+            return Outcome::StaleFill;
+        }
         let entry = KeyEntry {
             sealed: sealed.to_vec(),
             stored_at_ms: at_ms,
@@ -328,6 +344,20 @@ impl State {
     /// The index of the last applied log entry; 0 for a fresh state.
     pub fn last_applied(&self) -> u64 {
         self.last_applied
+    }
+
+    /// Fills observed below this index are refused (the highest prune point so far); 0 if
+    /// nothing was pruned.
+    pub fn pruned_below(&self) -> u64 {
+        self.pruned_below
+    }
+
+    /// Whether a [`Command::PruneTombstones`] with `before_index` would forget anything: a
+    /// name without an entry whose generation is below it.
+    pub fn has_prunable(&self, before_index: u64) -> bool {
+        self.names
+            .values()
+            .any(|ns| ns.entry.is_none() && ns.generation < before_index)
     }
 
     /// The cached entry for `name`, if any.
@@ -419,12 +449,16 @@ impl State {
                 && self.init_at_ms == 0
                 && self.names.is_empty()
                 && self.policies.is_empty()
-                && self.assignments.is_empty();
+                && self.assignments.is_empty()
+                && self.pruned_below == 0;
             if !blank {
                 return Err("uninitialised state holds data".to_owned());
             }
         } else if self.wrapped_cck.is_none() {
             return Err("initialised state has no wrapped cache key".to_owned());
+        }
+        if self.pruned_below > self.last_applied {
+            return Err("prune point above the applied index".to_owned());
         }
         for (name, ns) in &self.names {
             if ns.tombstone && ns.entry.is_some() {
@@ -846,11 +880,49 @@ mod tests {
         assert!(f.state.key("live").is_some());
         assert!(f.state.is_tombstoned("new"));
         assert_eq!(f.state.tombstone_count(), 1);
-        // The documented cost: a fill observed before the pruned delete is accepted again.
+        // A fill observed before the pruned delete would be accepted if only the generation
+        // had protected it: the prune point refuses it instead, for any name.
+        assert_eq!(f.state.pruned_below(), new_delete);
         assert_eq!(
             f.apply(fill("old", b"x", 1, old_delete - 1)).0,
+            Outcome::StaleFill
+        );
+        assert_eq!(f.state.key("old"), None);
+        assert_eq!(
+            f.apply(fill("never-deleted", b"x", 1, new_delete - 1)).0,
+            Outcome::StaleFill
+        );
+        // Reads that began at or after the prune point are served as before.
+        assert_eq!(
+            f.apply(fill("old", b"x", 1, new_delete)).0,
             Outcome::Applied
         );
+        assert!(f.state.key("old").is_some());
+    }
+
+    #[test]
+    fn prune_point_never_exceeds_the_prune_index_nor_moves_back() {
+        let mut f = Fixture::new();
+        f.apply(delete("a"));
+        let (_, at) = f.apply(Command::PruneTombstones {
+            before_index: u64::MAX,
+        });
+        assert_eq!(f.state.pruned_below(), at);
+        assert_eq!(f.state.tombstone_count(), 0);
+        f.apply(Command::PruneTombstones { before_index: 1 });
+        assert_eq!(f.state.pruned_below(), at);
+        // A fill whose read began after the prune is accepted.
+        assert_eq!(f.apply(fill("a", b"x", 1, at)).0, Outcome::Applied);
+    }
+
+    #[test]
+    fn has_prunable_sees_only_entryless_names_below_the_point() {
+        let mut f = Fixture::new();
+        let (_, live) = f.apply(put("live", b"l", 1));
+        assert!(!f.state.has_prunable(live + 10));
+        let (_, gone) = f.apply(delete("gone"));
+        assert!(!f.state.has_prunable(gone));
+        assert!(f.state.has_prunable(gone + 1));
     }
 
     #[test]

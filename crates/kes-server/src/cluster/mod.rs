@@ -21,7 +21,10 @@ pub mod elect;
 mod guard;
 pub mod kms;
 pub mod net;
+pub mod prune;
+mod reconcile;
 pub mod rpc;
+pub mod seal;
 pub mod tls;
 
 use crate::error::{ApiError, StoreOp};
@@ -130,8 +133,13 @@ impl Cck {
     }
 
     pub fn from_slice(b: &[u8]) -> Option<Self> {
-        let arr: [u8; 32] = b.try_into().ok()?;
-        Some(Self(Zeroizing::new(arr)))
+        // Copied straight into the wiped buffer: no stray copy of the key on the stack.
+        if b.len() != 32 {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(b);
+        Some(Self(key))
     }
 }
 
@@ -208,6 +216,11 @@ pub struct Cluster {
     seed: Seed,
     /// The snapshot being received from the leader: its id and the next offset expected.
     snapshot_recv: Mutex<Option<(String, u64)>>,
+    /// Set once this node gives up for good (see `seal`).
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// Failpoint: the next tombstone commit of a delete fails as if leadership was lost.
+    #[cfg(test)]
+    fail_tombstone: std::sync::atomic::AtomicBool,
 }
 
 /// A cached key found on this node, with what its expiry depends on.
@@ -317,6 +330,9 @@ impl Cluster {
             key_type,
             seed,
             snapshot_recv: Mutex::new(None),
+            fatal: tokio::sync::watch::channel(None).0,
+            #[cfg(test)]
+            fail_tombstone: std::sync::atomic::AtomicBool::new(false),
         });
         c.touch_contact();
         c
@@ -623,8 +639,9 @@ impl Cluster {
     /// Asks the KMS whether it still holds the cached key, and records the answer in the
     /// replicated state: a confirmation, or the eviction of the entry.
     async fn confirm(&self, name: &str, hit: &Hit) -> Result<Confirmation, ApiError> {
+        // Keystore reads are key material: wiped when dropped, here and below.
         let read = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
-            Ok(r) => r,
+            Ok(r) => r.map(Zeroizing::new),
             Err(_) => {
                 let e =
                     StoreError::unavailable(true, format!("no answer within {CONFIRM_TIMEOUT:?}"));
@@ -737,11 +754,16 @@ impl Cluster {
     async fn fetch(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         let observed = self.applied_index();
         let generation = self.state.read(|s| s.generation(name));
-        let raw = self.store.get(name).await.map_err(|e| match e {
-            StoreError::NotFound => ApiError::KeyNotFound,
-            // A miss while the keystore is down must not look like a definitive 404.
-            e => ApiError::store(StoreOp::Read, e),
-        })?;
+        let raw = self
+            .store
+            .get(name)
+            .await
+            .map(Zeroizing::new)
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::KeyNotFound,
+                // A miss while the keystore is down must not look like a definitive 404.
+                e => ApiError::store(StoreOp::Read, e),
+            })?;
         let version = KeyVersion::parse(&raw).map_err(|e| {
             tracing::error!(key = %name, error = %e, "keystore entry is not a valid key");
             ApiError::store(StoreOp::Read, StoreError::Invalid(e.to_string()))
@@ -905,8 +927,8 @@ impl Cluster {
             Err(StoreError::AlreadyExists) => {
                 // A retry inside the KMS client can find the key its own first attempt
                 // created: the material tells whether it is ours.
-                match self.store.get(name).await {
-                    Ok(stored) if stored == *encoded => {
+                match self.store.get(name).await.map(Zeroizing::new) {
+                    Ok(stored) if *stored == *encoded => {
                         tracing::debug!(key = %name, "create: a retried request found its own key");
                     }
                     Ok(_) | Err(StoreError::NotFound) => return Err(ApiError::KeyExists),
@@ -939,7 +961,7 @@ impl Cluster {
                 // node leads next.
                 tracing::warn!(key = %name, error = %e, "key created but not committed");
                 self.reconcile_create(name, encoded, generation);
-                Err(ApiError::PartialWrite)
+                Err(ApiError::PartialWrite(StoreOp::Create))
             }
         }
     }
@@ -966,8 +988,8 @@ impl Cluster {
             while Instant::now() < deadline {
                 tokio::time::sleep(kms::PROBE_INTERVAL_DOWN).await;
                 let observed = this.applied_index();
-                match this.store.get(&name).await {
-                    Ok(stored) if stored == *encoded => {
+                match this.store.get(&name).await.map(Zeroizing::new) {
+                    Ok(stored) if *stored == *encoded => {
                         let Some(cck) = this.cck() else { continue };
                         let cmd = Command::FillKey {
                             name: name.clone(),
@@ -1076,8 +1098,9 @@ impl Cluster {
             .unwrap_or(Err(ApiError::Unavailable))
     }
 
-    async fn delete_detached(&self, name: &str) -> Result<(), ApiError> {
+    async fn delete_detached(self: &Arc<Self>, name: &str) -> Result<(), ApiError> {
         let _writing = self.write_lock(name).await;
+        let generation = self.state.read(|s| s.generation(name));
         let r = self.store.delete(name).await;
         let known = self.state.read(|s| s.key(name).is_some());
         match &r {
@@ -1086,15 +1109,14 @@ impl Cluster {
             Err(StoreError::NotFound) if known => {}
             Err(_) => return r.map_err(|e| ApiError::store(StoreOp::Delete, e)),
         }
-        let cmd = Command::DeleteKey {
-            name: name.to_owned(),
-            at_ms: now_ms(),
-        };
-        match self.raft.client_write(cmd).await {
-            Ok(w) => self.spread(w.log_id.index).await,
+        match self.write_tombstone(name).await {
+            Ok(index) => self.spread(index).await,
             Err(e) => {
+                // Gone from the keystore but still in the cache: settle it like a lost create,
+                // so the key ends up in neither.
                 tracing::warn!(key = %name, error = %e, "key deleted but tombstone not committed");
-                return Err(ApiError::PartialWrite);
+                self.reconcile_delete(name, generation);
+                return Err(ApiError::PartialWrite(StoreOp::Delete));
             }
         }
         r.map_err(|e| ApiError::store(StoreOp::Delete, e))
@@ -1201,19 +1223,33 @@ impl Cluster {
     async fn wrapping_key(&self, create: bool) -> Result<KeyVersion, StoreError> {
         if create {
             let fresh = KeyVersion::generate(self.key_type, "kes-cluster");
-            match self.store.create(WRAPPING_KEY, &fresh.encode()).await {
+            let encoded = Zeroizing::new(fresh.encode());
+            match self.store.create(WRAPPING_KEY, &encoded).await {
                 Ok(()) => return Ok(fresh),
                 Err(StoreError::AlreadyExists) => {}
                 Err(e) => return Err(e),
             }
         }
-        let raw = self.store.get(WRAPPING_KEY).await?;
+        let raw = Zeroizing::new(self.store.get(WRAPPING_KEY).await?);
         KeyVersion::parse(&raw).map_err(|e| StoreError::Invalid(e.to_string()))
     }
 
     /// Initialises the replicated state if nobody has: a fresh CCK, wrapped by the keystore,
     /// and the seed policies. Runs on the leader.
     async fn initialize_state(&self) -> Result<(), ApiError> {
+        // A new leader may hold a committed Init it has not applied yet. Creating the wrapping
+        // key then would be wrong if the keystore lost the entry: a fresh key cannot open the
+        // committed wrapped CCK, and would stand in the way of restoring the old entry. So the
+        // state must have applied everything this leader's term has committed first.
+        let read = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|_| ApiError::ClusterUnavailable)?;
+        self.wait_applied(read.0.map_or(0, |l| l.index)).await?;
+        if self.state.read(|s| s.is_initialized()) {
+            return Ok(());
+        }
         let mut raw = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(raw.as_mut());
         let wrapping = self
@@ -1241,9 +1277,10 @@ impl Cluster {
     }
 
     /// Tries to get the CCK: from a live peer, else through the keystore.
-    async fn unseal(&self) -> bool {
+    async fn unseal(&self) -> seal::Unseal {
+        use seal::Unseal;
         let Some(wrapped) = self.state.read(|s| s.wrapped_cck().map(<[u8]>::to_vec)) else {
-            return false;
+            return Unseal::NotYet;
         };
         if let Some(peers) = &self.peers {
             for (id, addr, _) in self.members() {
@@ -1259,7 +1296,8 @@ impl Cluster {
                         if self.verify_cck(&cck) {
                             self.cck.store(Some(Arc::new(cck)));
                             tracing::info!(peer = id, "cluster cache key received from a peer");
-                            return true;
+                            self.check_wrapping_entry().await;
+                            return Unseal::Unsealed;
                         }
                     }
                 }
@@ -1271,20 +1309,21 @@ impl Cluster {
                     if let Some(cck) = Cck::from_slice(&raw) {
                         self.cck.store(Some(Arc::new(cck)));
                         tracing::info!("cluster cache key unwrapped through the keystore");
-                        return true;
+                        return Unseal::Unsealed;
                     }
-                    false
+                    Unseal::NotYet
                 }
                 Err(_) => {
                     tracing::error!(
                         "the keystore's wrapping key does not open the cluster cache key"
                     );
-                    false
+                    Unseal::NotYet
                 }
             },
+            Err(StoreError::NotFound) => Unseal::WrappingKeyMissing,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot unwrap the cluster cache key yet");
-                false
+                Unseal::NotYet
             }
         }
     }
@@ -1298,12 +1337,16 @@ impl Cluster {
         })
     }
 
-    /// Background duties: initialise the state when leading a fresh group, unseal, and track
-    /// contact with the majority. Runs until `cancel` fires.
+    /// Background duties: initialise the state when leading a fresh group, unseal, track
+    /// contact with the majority, and prune tombstones while leading (`prune`, its own task).
+    /// Runs until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        tokio::spawn(Arc::clone(&self).run_prune(cancel.child_token()));
+        tokio::spawn(Arc::clone(&self).run_wrapping_check(cancel.child_token()));
         let mut metrics = self.raft.metrics();
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut next_unseal = Instant::now();
+        let mut missing_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -1329,7 +1372,30 @@ impl Cluster {
             }
             if self.is_sealed() && Instant::now() >= next_unseal {
                 next_unseal = Instant::now() + UNSEAL_RETRY;
-                self.unseal().await;
+                if self.unseal().await != seal::Unseal::WrappingKeyMissing {
+                    missing_since = None;
+                    continue;
+                }
+                let alone = self.members().iter().all(|(id, _, _)| *id == self.id);
+                let since = match missing_since {
+                    Some(since) => since,
+                    None => {
+                        if !alone {
+                            tracing::error!(
+                                entry = WRAPPING_KEY,
+                                grace = ?seal::MISSING_ENTRY_GRACE,
+                                "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key; asking the other members for the cache key"
+                            );
+                        }
+                        *missing_since.insert(Instant::now())
+                    }
+                };
+                if alone || since.elapsed() >= seal::MISSING_ENTRY_GRACE {
+                    let message = seal::missing_entry_message();
+                    tracing::error!(entry = WRAPPING_KEY, "{message}");
+                    self.fatal.send_replace(Some(message));
+                    return;
+                }
             }
         }
     }

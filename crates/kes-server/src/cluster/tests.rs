@@ -136,3 +136,166 @@ async fn describe_racing_an_uncommitted_delete_answers_from_the_committed_state(
     ));
     cancel.cancel();
 }
+
+/// Waits (up to 10 s) until `check` holds on the node's state.
+async fn eventually(cluster: &Cluster, what: &str, check: impl Fn(&State) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.state.read(&check) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A delete whose tombstone commit fails after the keystore deleted the key is settled like a
+/// lost create: the client hears that the key is deleted in the keystore and the cache is
+/// being updated (a 5xx), and the tombstone follows, so the key ends up in neither.
+#[tokio::test]
+async fn a_delete_whose_tombstone_commit_is_lost_is_settled() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    let version = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("doomed", &version).await.unwrap();
+
+    cluster.fail_tombstone.store(true, Ordering::SeqCst);
+    let err = cluster.delete("doomed").await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::PartialWrite(StoreOp::Delete)),
+        "{err:?}"
+    );
+    let kes = err.to_kes();
+    assert_eq!(kes.status, 503);
+    assert_eq!(
+        kes.message,
+        "key deleted in the keystore; the cluster cache is being updated"
+    );
+    assert!(matches!(
+        store.inner.get("doomed").await,
+        Err(StoreError::NotFound)
+    ));
+    // The failure was real: the cache still holds the key for now.
+    assert!(cluster.state.read(|s| s.key("doomed").is_some()));
+
+    eventually(&cluster, "the tombstone was never committed", |s| {
+        s.key("doomed").is_none() && s.is_tombstoned("doomed")
+    })
+    .await;
+    assert!(matches!(
+        cluster.get("doomed").await,
+        Err(ApiError::KeyNotFound)
+    ));
+    cancel.cancel();
+}
+
+/// The settling of a lost tombstone gives up when the name is created again meanwhile: the
+/// new key stays in the cache and the keystore.
+#[tokio::test]
+async fn a_lost_tombstone_is_not_committed_over_a_re_create() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    let first = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("phoenix", &first).await.unwrap();
+    cluster.fail_tombstone.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        cluster.delete("phoenix").await,
+        Err(ApiError::PartialWrite(StoreOp::Delete))
+    ));
+    let second = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("phoenix", &second).await.unwrap();
+    // Past the first settling attempt (and a retry).
+    tokio::time::sleep(reconcile::FIRST_RETRY + Duration::from_millis(1500)).await;
+    let generation = cluster.state.read(|s| s.generation("phoenix"));
+    assert!(!cluster.state.read(|s| s.is_tombstoned("phoenix")));
+    assert_eq!(
+        cluster.settle_delete("phoenix", generation - 1).await,
+        reconcile::SettleDelete::Superseded
+    );
+    let key = cluster.get("phoenix").await.unwrap();
+    assert!(key.is_stored_as(&second.encode()));
+    assert_eq!(store.inner.get("phoenix").await.unwrap(), second.encode());
+    cancel.cancel();
+}
+
+/// The leader prunes the tombstones below the members' applied index as sampled at least the
+/// margin ago, and the pruned names stay protected against stale fills.
+#[tokio::test]
+async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    for i in 0..20 {
+        let name = format!("k{i}");
+        let version = KeyVersion::generate(KeyType::Aes256, "test");
+        cluster.create(&name, &version).await.unwrap();
+        cluster.delete(&name).await.unwrap();
+    }
+    let live = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("live", &live).await.unwrap();
+    assert_eq!(cluster.state.read(|s| s.tombstone_count()), 20);
+    let sampled = cluster.applied_index();
+
+    let margin = Duration::from_secs(60);
+    let mut pruner = prune::Pruner::new(margin);
+    let t0 = Instant::now();
+    assert_eq!(
+        pruner.round(&cluster, t0).await,
+        prune::PruneRound::Nothing,
+        "no sample is old enough yet"
+    );
+    // A delete after the sample is not pruned by the next round.
+    let late = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("late", &late).await.unwrap();
+    cluster.delete("late").await.unwrap();
+
+    let round = pruner.round(&cluster, t0 + margin).await;
+    assert_eq!(
+        round,
+        prune::PruneRound::Pruned {
+            before_index: sampled,
+            forgotten: 20
+        }
+    );
+    cluster.state.read(|s| {
+        assert_eq!(s.tombstone_count(), 1);
+        assert!(s.is_tombstoned("late"));
+        assert_eq!(s.name_state("k0"), None);
+        assert!(s.key("live").is_some());
+        assert_eq!(s.pruned_below(), sampled);
+    });
+    // A fill whose keystore read began before the prune point is refused although the name's
+    // tombstone is gone.
+    let cck = cluster.cck().unwrap();
+    let stale = Command::FillKey {
+        name: "k0".to_owned(),
+        sealed: cck.seal("k0", &live.encode()),
+        at_ms: now_ms(),
+        observed: sampled - 1,
+    };
+    let (_, outcome) = cluster.propose(stale).await.unwrap();
+    assert_eq!(outcome, Outcome::StaleFill);
+    assert!(matches!(
+        cluster.get("k0").await,
+        Err(ApiError::KeyNotFound)
+    ));
+    // Nothing left below the point: the next round proposes nothing.
+    assert_eq!(
+        pruner.round(&cluster, t0 + margin).await,
+        prune::PruneRound::Nothing
+    );
+    cancel.cancel();
+}
+
+#[test]
+fn cache_key_takes_exactly_32_bytes_and_binds_entries_to_their_name() {
+    assert!(Cck::from_slice(&[1; 31]).is_none());
+    assert!(Cck::from_slice(&[1; 33]).is_none());
+    let cck = Cck::from_slice(&[7; 32]).unwrap();
+    assert_eq!(cck.bytes(), &[7; 32]);
+    let sealed = cck.seal("a", b"value");
+    assert_eq!(
+        cck.open("a", &sealed).as_deref().map(Vec::as_slice),
+        Some(&b"value"[..])
+    );
+    assert!(cck.open("b", &sealed).is_none());
+}

@@ -1,0 +1,96 @@
+//! When the keystore entry that wraps the cluster cache key is gone.
+//!
+//! The cluster cache key (CCK) is persisted only wrapped by a key kept in the keystore,
+//! [`WRAPPING_KEY`]. Something else with write access to the keystore (a KES server running
+//! side by side on it, an operator cleaning up) can delete that entry. Running nodes keep
+//! working, as they hold the CCK in memory, but a node that starts can then unseal only by
+//! getting the CCK from a live peer. Creating a fresh wrapping key would not help, since the
+//! wrapped CCK in the state can only be opened by the old one, and would stand in the way of
+//! restoring the old entry from a backup, so a missing entry is never replaced while the state
+//! holds a wrapped CCK.
+//!
+//! Instead: a starting node that finds the entry missing logs an ERROR naming it and the way
+//! to recover, keeps asking its peers for [`MISSING_ENTRY_GRACE`] (they may be starting too),
+//! and then stops with that message (the process exits non-zero), rather than sitting sealed
+//! forever. A node that got the CCK from a peer checks the entry too and logs the same ERROR,
+//! and so does the leader every [`WRAPPING_CHECK_EVERY`], so that the loss is noticed while
+//! some node still holds the CCK.
+
+use super::{Cluster, StoreError, CONFIRM_TIMEOUT, WRAPPING_KEY};
+use std::time::Duration;
+
+/// How long a starting node that finds the wrapping key missing keeps asking its peers for the
+/// cache key before it gives up (peers restarted together may need a few seconds to unseal).
+pub const MISSING_ENTRY_GRACE: Duration = Duration::from_secs(15);
+
+/// How often the leader checks that the wrapping key is still in the keystore, so that its loss
+/// is reported while the cache key still lives in the running nodes' memory.
+pub const WRAPPING_CHECK_EVERY: Duration = Duration::from_secs(10 * 60);
+
+/// The outcome of one attempt to get the cache key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unseal {
+    Unsealed,
+    /// Not yet (no wrapped key in the state yet, no peer answered, the keystore did not).
+    NotYet,
+    /// No peer provided the cache key and the keystore answered that the wrapping key does not
+    /// exist.
+    WrappingKeyMissing,
+}
+
+/// What a node that cannot unseal because the wrapping key is gone tells the operator.
+pub fn missing_entry_message() -> String {
+    format!(
+        "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key, and no \
+         cluster member provided the cache key: this node cannot unseal. Recover by restoring \
+         the entry '{WRAPPING_KEY}' from a keystore backup (and check that the keystore \
+         configuration points at the cluster's keystore), or by starting this node while another \
+         member that holds the cache key is running. If no node holds it any more, re-initialise \
+         the cluster: stop every node, move each node's data_dir away and start them again; keys \
+         in the keystore are kept, policy changes made since initialisation are lost (see the \
+         README, \"Migrating from KES\")"
+    )
+}
+
+impl Cluster {
+    /// Checks that the wrapping key is still in the keystore (after getting the cache key from
+    /// a peer, and periodically on the leader), and raises the alarm if it is not, since a node
+    /// restarted when no member holds the cache key could not start.
+    pub(super) async fn check_wrapping_entry(&self) {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(WRAPPING_KEY)).await {
+            Ok(Err(StoreError::NotFound)) => {
+                tracing::error!(
+                    entry = WRAPPING_KEY,
+                    "the keystore has no entry '{WRAPPING_KEY}', which wraps the cluster cache key: running nodes hold the cache key, but a node that starts while no member holds it cannot unseal. Restore the entry '{WRAPPING_KEY}' from a keystore backup (a KES server sharing the keystore may have deleted it); a fresh one is not created, as it could not open the cache key"
+                );
+            }
+            // Present, or the keystore cannot tell now: nothing to report.
+            Ok(Ok(raw)) => drop(zeroize::Zeroizing::new(raw)),
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
+    /// The leader's watch over the wrapping key: every [`WRAPPING_CHECK_EVERY`], while this
+    /// node leads and holds the cache key, an ERROR if the keystore lost the entry. Runs until
+    /// `cancel` fires.
+    pub async fn run_wrapping_check(
+        self: std::sync::Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(WRAPPING_CHECK_EVERY) => {}
+            }
+            if self.is_leader() && !self.is_sealed() && !self.kms.is_down() {
+                self.check_wrapping_entry().await;
+            }
+        }
+    }
+
+    /// A receiver that holds the reason once this node has given up (a starting node that
+    /// cannot unseal because the wrapping key is gone); the binary exits non-zero with it.
+    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.fatal.subscribe()
+    }
+}
