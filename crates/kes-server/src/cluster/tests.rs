@@ -299,3 +299,57 @@ fn cache_key_takes_exactly_32_bytes_and_binds_entries_to_their_name() {
     );
     assert!(cck.open("b", &sealed).is_none());
 }
+
+/// A clock a year ahead cannot make a key fresh for everyone: the leader bounds the times of
+/// the commands other members propose by its own clock, and a node takes a confirmation from
+/// beyond its own clock (plus `any`) as stale, so even a leader whose clock runs ahead cannot
+/// spare a key its re-confirmation.
+#[tokio::test]
+async fn a_clock_running_ahead_does_not_make_keys_fresh() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HeldStore::default());
+    let cluster = node(Arc::clone(&store), &cancel).await;
+    let year = 365 * 24 * 3600 * 1000u64;
+    let ahead = now_ms() + year;
+
+    let confirm = Command::ConfirmKeys {
+        names: vec!["k".into()],
+        at_ms: ahead,
+    };
+    match cluster.admit_proposal(confirm).await.unwrap() {
+        Command::ConfirmKeys { at_ms, .. } => {
+            assert!(at_ms <= now_ms(), "confirmation kept its future time")
+        }
+        other => panic!("{other:?}"),
+    }
+    let fill = Command::FillKey {
+        name: "k".into(),
+        sealed: vec![0; 40],
+        at_ms: ahead,
+        observed: 0,
+    };
+    match cluster.admit_proposal(fill).await.unwrap() {
+        Command::FillKey { at_ms, .. } => assert!(at_ms <= now_ms(), "fill kept its future time"),
+        other => panic!("{other:?}"),
+    }
+
+    // A key confirmed "a year from now" (as a leader with that clock would commit it).
+    let version = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("k", &version).await.unwrap();
+    cluster
+        .propose(Command::ConfirmKeys {
+            names: vec!["k".into()],
+            at_ms: ahead,
+        })
+        .await
+        .unwrap();
+    let hit = cluster.local("k").expect("cached");
+    assert_eq!(hit.confirmed_at_ms, ahead);
+    hit.key.touch(cluster.clock_ms());
+    assert_eq!(
+        cluster.freshness(&hit, cluster.clock_ms()),
+        Freshness::Stale,
+        "a confirmation from the future kept the key fresh"
+    );
+    cancel.cancel();
+}
