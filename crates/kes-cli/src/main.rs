@@ -4,6 +4,7 @@
 //! written for it keep working. Errors are printed as one line, `Error: <what failed>: <why>`,
 //! with exit code 1; usage errors are reported by the argument parser with exit code 2.
 
+mod ca;
 mod cluster;
 mod conn;
 mod identity;
@@ -45,6 +46,11 @@ struct Cli {
 enum Command {
     /// Start a KES server
     Server(server::ServerArgs),
+    /// Run an internal CA: create it, issue server, client and node certificates
+    Ca {
+        #[command(subcommand)]
+        cmd: ca::CaCmd,
+    },
     /// Create API keys and certificates, compute and look up identities
     Identity(identity::IdentityCmd),
     /// Manage and use cryptographic keys
@@ -75,6 +81,7 @@ enum Command {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::Ca { cmd } => ca::run(cmd),
         Command::Identity(cmd) => identity::run(cmd).await,
         Command::Key { cmd } => key::run(cmd).await,
         Command::Ls(args) => policy::ls(args).await,
