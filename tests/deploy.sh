@@ -177,9 +177,27 @@ test_systemd() {
     ok "node ran as kes with the installed files; admin and minio identities work; SIGHUP"
 }
 
+# The Rust tests in tests/tests/deploy.rs that need a tool from this script.
+cargo_deploy_test() { # test-name-filter
+    KES_BIN="$KES" cargo test -q -p kes-tests --locked --test deploy -- --ignored --nocapture "$1"
+}
+
+# ----------------------------------------------------------------------------------------------
+test_haproxy() {
+    step "haproxy: deploy/haproxy/haproxy.cfg in front of three nodes, one killed and restarted"
+    apt_install haproxy haproxy
+    "$KES" ca new --cert "$SCRATCH/lb-ca.cert" --key "$SCRATCH/lb-ca.key" >/dev/null
+    KES_LB_BIND=127.0.0.1:7373 KES_CA_FILE="$SCRATCH/lb-ca.cert" KES_NODE1=10.0.0.1:7373 \
+        KES_NODE2=10.0.0.2:7373 KES_NODE3=10.0.0.3:7373 \
+        haproxy -c -f deploy/haproxy/haproxy.cfg || fail "haproxy -c"
+    cargo_deploy_test haproxy
+    ok "haproxy"
+}
+
 case "${1:-all}" in
 systemd) test_systemd ;;
-all) test_systemd ;;
+haproxy) test_haproxy ;;
+all) test_systemd; test_haproxy ;;
 *) echo "usage: $0 [systemd|haproxy|monitoring|all]" >&2; exit 2 ;;
 esac
 step "deploy tests passed"
