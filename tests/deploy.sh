@@ -194,10 +194,35 @@ test_haproxy() {
     ok "haproxy"
 }
 
+# ----------------------------------------------------------------------------------------------
+test_monitoring() {
+    step "monitoring: promtool, blackbox exporter, Prometheus against three nodes"
+    apt_install promtool prometheus
+    apt_install prometheus-blackbox-exporter prometheus-blackbox-exporter
+    # promtool checks that the TLS files the scrape configuration names exist.
+    local m="$SCRATCH/monitoring"
+    mkdir -p "$m/kes"
+    cp deploy/monitoring/prometheus.yml deploy/monitoring/kes-alerts.yml "$m/"
+    "$KES" ca new --cert "$m/kes/ca.cert" --key "$m/kes/ca.key" >/dev/null
+    "$KES" ca issue client --ca-cert "$m/kes/ca.cert" --ca-key "$m/kes/ca.key" --name prometheus \
+        --cert "$m/kes/admin.cert" --key "$m/kes/admin.key" >/dev/null
+    promtool check config "$m/prometheus.yml" || fail "promtool check config"
+    promtool check rules deploy/monitoring/kes-alerts.yml || fail "promtool check rules"
+    (cd deploy/monitoring && promtool test rules kes-alerts.test.yml) || fail "promtool test rules"
+    prometheus-blackbox-exporter --config.file deploy/monitoring/blackbox.yml --config.check \
+        >/dev/null 2>&1 || fail "blackbox.yml"
+    python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null || fail "dashboard JSON"
+    # Metric names in the rules and the dashboard against what nodes serve; Prometheus with
+    # this scrape configuration (and the blackbox module) against three nodes.
+    cargo_deploy_test monitoring
+    ok "monitoring"
+}
+
 case "${1:-all}" in
 systemd) test_systemd ;;
 haproxy) test_haproxy ;;
-all) test_systemd; test_haproxy ;;
+monitoring) test_monitoring ;;
+all) test_systemd; test_haproxy; test_monitoring ;;
 *) echo "usage: $0 [systemd|haproxy|monitoring|all]" >&2; exit 2 ;;
 esac
 step "deploy tests passed"

@@ -158,3 +158,230 @@ async fn haproxy_keeps_a_client_working_while_a_node_is_killed_and_restarted() {
         (up_at - down_at).as_secs_f64() - 4.0
     );
 }
+
+/// Every metric name a node serves on /v1/metrics and /v1/cluster/metrics, families without
+/// samples and histogram series included.
+fn served_names(text: &str, into: &mut std::collections::BTreeSet<String>) {
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut w = rest.split_whitespace();
+            if let (Some(name), Some(kind)) = (w.next(), w.next()) {
+                into.insert(name.to_owned());
+                if kind == "histogram" {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        into.insert(format!("{name}{s}"));
+                    }
+                }
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            into.insert(line[..end].to_owned());
+        }
+    }
+}
+
+/// The `kes_...` names a file mentions.
+fn mentioned_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while let Some(off) = text[i..].find("kes_") {
+        let start = i + off;
+        let mut end = start;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        if start == 0 || !is_ident(bytes[start - 1]) {
+            out.insert(text[start..end].to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    out
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    match http.get(url).send().await {
+        Ok(r) => r.json().await.unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs prometheus (tests/deploy.sh monitoring)"]
+async fn monitoring_names_only_served_metrics_and_prometheus_scrapes_the_nodes() {
+    let c = ProcCluster::start(3, "1h", READY_WITHOUT_CERT);
+    c.wait_all_ready(60).await;
+    // Traffic of every kind, so that the labelled families (which appear only once observed)
+    // have samples: 2xx, 4xx, and a 5xx from a keystore that fails (its folder replaced by a
+    // file for a moment).
+    c.client(0).create_key("metrics").await.unwrap();
+    c.client(1).generate_key("metrics", b"").await.unwrap();
+    let _ = c.client(2).describe_key("absent").await;
+    let keys = c.files.keystore_dir.clone();
+    let moved = keys.with_extension("moved");
+    std::fs::rename(&keys, &moved).unwrap();
+    std::fs::write(&keys, b"").unwrap();
+    let e = c.client(0).create_key("fails").await.unwrap_err();
+    std::fs::remove_file(&keys).unwrap();
+    std::fs::rename(&moved, &keys).unwrap();
+    assert!(!e.is_key_exists(), "{e:?}");
+    let http = c.raw_client();
+    let mut served = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        for path in ["/v1/metrics", "/v1/cluster/metrics"] {
+            let r = http.get(c.url(i, path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            served_names(&r.text().await.unwrap(), &mut served);
+        }
+    }
+    assert!(served.contains("kes_cluster_replication_lag"), "{served:?}");
+
+    let dir = repo().join("deploy/monitoring");
+    let dashboard = std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let panels = json["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            assert!(!expr.trim().is_empty(), "panel {}: empty expr", p["title"]);
+            assert_eq!(t["datasource"]["uid"], "${datasource}");
+        }
+    }
+    for file in [
+        "grafana-dashboard.json",
+        "kes-alerts.yml",
+        "kes-alerts.test.yml",
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let names = mentioned_names(&text);
+        assert!(!names.is_empty(), "{file} names no kes metric");
+        let unknown: Vec<_> = names.difference(&served).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics no node serves: {unknown:?}"
+        );
+    }
+
+    // The scrape configuration for real: Prometheus with the admin's client certificate
+    // scrapes both endpoints of every node and loads the rules.
+    let scratch = tempfile::tempdir().unwrap();
+    let s = scratch.path();
+    std::fs::create_dir(s.join("kes")).unwrap();
+    std::fs::copy(&c.files.ca_file, s.join("kes/ca.cert")).unwrap();
+    let admin = kes_tls::certgen::api_key_certificate(&c.files.api_key).unwrap();
+    std::fs::write(s.join("kes/admin.cert"), &admin.cert_pem).unwrap();
+    std::fs::write(s.join("kes/admin.key"), admin.key_pem.as_bytes()).unwrap();
+    std::fs::copy(dir.join("kes-alerts.yml"), s.join("kes-alerts.yml")).unwrap();
+    let mut cfg = std::fs::read_to_string(dir.join("prometheus.yml")).unwrap();
+    for (i, n) in c.files.nodes.iter().enumerate() {
+        cfg = cfg.replace(
+            &format!("kes{}.example.net:7373", i + 1),
+            &format!("127.0.0.1:{}", n.api_port),
+        );
+    }
+    cfg = cfg.replace("scrape_interval: 15s", "scrape_interval: 1s");
+    // The certificate probe through the blackbox exporter, with the module shipped.
+    let bb_port = free_port();
+    cfg = cfg.replace("127.0.0.1:9115", &format!("127.0.0.1:{bb_port}"));
+    std::fs::write(s.join("prometheus.yml"), cfg).unwrap();
+    let bb = std::fs::read_to_string(dir.join("blackbox.yml"))
+        .unwrap()
+        .replace(
+            "/etc/prometheus/kes/ca.cert",
+            &s.join("kes/ca.cert").display().to_string(),
+        );
+    std::fs::write(s.join("blackbox.yml"), bb).unwrap();
+    let _blackbox = Child(
+        Command::new("prometheus-blackbox-exporter")
+            .arg(format!(
+                "--config.file={}",
+                s.join("blackbox.yml").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{bb_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run prometheus-blackbox-exporter"),
+    );
+    let port = free_port();
+    let log = std::fs::File::create(s.join("prometheus.log")).unwrap();
+    let _prom = Child(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                s.join("prometheus.yml").display()
+            ))
+            .arg(format!("--storage.tsdb.path={}", s.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus"),
+    );
+    let prom = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{port}/api/v1");
+    let query = |q: &str| format!("{api}/query?query={}", percent(q));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = get_json(&prom, &query("up == 1")).await;
+        let n = up["data"]["result"].as_array().map_or(0, Vec::len);
+        if n == 9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus scraped {n} of 9 targets: {}\n{}",
+            get_json(&prom, &format!("{api}/targets")).await,
+            std::fs::read_to_string(s.join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let value = |v: &serde_json::Value| -> f64 {
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    assert_eq!(
+        value(&get_json(&prom, &query("sum(kes_cluster_is_leader)")).await),
+        1.0
+    );
+    assert_eq!(
+        value(&get_json(&prom, &query("count(kes_cluster_serving == 1)")).await),
+        3.0
+    );
+    // The certificates of `kes cluster local` are valid for a year; the probe sees that.
+    assert_eq!(
+        value(
+            &get_json(
+                &prom,
+                &query(r#"count(probe_ssl_earliest_cert_expiry{job="kes-certificates"} - time() > 300 * 86400)"#)
+            )
+            .await
+        ),
+        3.0
+    );
+    let rules = get_json(&prom, &format!("{api}/rules")).await.to_string();
+    for alert in [
+        "KesNodeDown",
+        "KesNoLeader",
+        "KesKmsUnreachable",
+        "KesReplicationLag",
+    ] {
+        assert!(rules.contains(alert), "rules not loaded: {rules}");
+    }
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn percent(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
