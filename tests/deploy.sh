@@ -7,6 +7,8 @@
 #                                working through it while a node is killed and restarted
 #   tests/deploy.sh monitoring   promtool check config/rules, promtool test rules, dashboard
 #                                expressions against the metrics the nodes really serve
+#   tests/deploy.sh helm         the chart: helm lint/template (helm-python-sdk), schemas
+#                                (kubernetes-validate), three pods of it run as local processes
 #   tests/deploy.sh all          all of the above (what tests/run.sh runs)
 #
 # Needs root (useradd into the scratch root, apt-get for missing tools) and the kes binary
@@ -218,11 +220,25 @@ test_monitoring() {
     ok "monitoring"
 }
 
+# ----------------------------------------------------------------------------------------------
+test_helm() {
+    step "helm: lint, template, schemas, and three pods of the rendered chart run locally"
+    # helm-python-sdk and kubernetes-validate live in the test virtualenv (tests/services.sh).
+    local venv="${KES_SERVICES_VENV:-target/services-venv}"
+    tests/services.sh install >/dev/null
+    local out="$SCRATCH/helm"
+    mkdir -p "$out"
+    PATH="$REPO/$venv/bin:$PATH" timeout 300 "$REPO/$venv/bin/python" tests/helm_chart.py "$KES" "$out" ||
+        fail "helm chart"
+    ok "helm"
+}
+
 case "${1:-all}" in
 systemd) test_systemd ;;
 haproxy) test_haproxy ;;
 monitoring) test_monitoring ;;
-all) test_systemd; test_haproxy; test_monitoring ;;
-*) echo "usage: $0 [systemd|haproxy|monitoring|all]" >&2; exit 2 ;;
+helm) test_helm ;;
+all) test_systemd; test_haproxy; test_monitoring; test_helm ;;
+*) echo "usage: $0 [systemd|haproxy|monitoring|helm|all]" >&2; exit 2 ;;
 esac
 step "deploy tests passed"
