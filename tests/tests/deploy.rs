@@ -385,3 +385,117 @@ fn percent(q: &str) -> String {
         })
         .collect()
 }
+
+/// A configuration file with every `${NAME}` set, parsed and validated as a node would.
+fn parse_config(path: &std::path::Path) -> kes_config::Config {
+    let text = std::fs::read_to_string(path).unwrap();
+    let env = |name: &str| {
+        Some(match name {
+            "KES_NODE_ID" => "2".to_owned(),
+            "KES_ADVERTISE" => "kes2:7374".to_owned(),
+            "MINIO_KES_IDENTITY" => "1".repeat(64),
+            _ => "0".repeat(64),
+        })
+    };
+    match kes_config::parse(&text, &env) {
+        Ok(p) => {
+            assert!(
+                p.warnings.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                p.warnings
+            );
+            p.config
+        }
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}
+
+#[test]
+fn compose_and_its_node_configurations_agree() {
+    let dir = repo().join("deploy/docker");
+    for file in ["node.yaml", "node-openbao.yaml"] {
+        let c = parse_config(&dir.join(file));
+        let cluster = c.cluster.expect("a cluster section");
+        assert_eq!(cluster.node_id, 2, "{file}: node_id from KES_NODE_ID");
+        assert_eq!(cluster.advertise, "kes2:7374");
+        assert_eq!(cluster.members.len(), 3);
+        assert!(cluster.data_dir.starts_with("/var/lib/kes"));
+    }
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("compose.yaml")).unwrap()).unwrap();
+    // Compose resolves `<<: *kes` merge keys.
+    compose.apply_merge().unwrap();
+    let services = compose["services"].as_mapping().unwrap();
+    for n in 1..=3 {
+        let s = &compose["services"][format!("kes{n}").as_str()];
+        assert_eq!(s["environment"]["KES_NODE_ID"], n.to_string().as_str());
+        assert_eq!(
+            s["environment"]["KES_ADVERTISE"],
+            format!("kes{n}:7374").as_str()
+        );
+        assert_eq!(s["read_only"], true, "kes{n}");
+        assert_eq!(s["cap_drop"][0], "ALL");
+        let mounts: Vec<&str> = s["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert!(mounts.contains(&format!("./certs/kes{n}:/etc/kes/certs:ro").as_str()));
+        assert!(mounts.contains(&"./${KES_CONFIG:-node.yaml}:/etc/kes/config.yaml:ro"));
+        assert!(mounts.contains(&format!("kes{n}:/var/lib/kes").as_str()));
+    }
+    // The load balancer gets every variable haproxy.cfg uses, and the files it names exist.
+    let lb = &services[&serde_yaml::Value::from("lb")];
+    let haproxy = std::fs::read_to_string(repo().join("deploy/haproxy/haproxy.cfg")).unwrap();
+    for var in [
+        "KES_LB_BIND",
+        "KES_CA_FILE",
+        "KES_NODE1",
+        "KES_NODE2",
+        "KES_NODE3",
+    ] {
+        assert!(haproxy.contains(&format!("${{{var}}}")), "{var}");
+        assert!(!lb["environment"][var].is_null(), "lb lacks {var}");
+    }
+    let lb_mount = lb["volumes"][0].as_str().unwrap();
+    assert!(dir.join(lb_mount.split(':').next().unwrap()).exists());
+    assert_eq!(
+        compose["x-kes"]["build"]["dockerfile"],
+        "deploy/docker/Dockerfile"
+    );
+    assert!(repo().join("deploy/docker/Dockerfile").exists());
+}
+
+#[tokio::test]
+async fn kes_ready_exits_zero_only_when_the_node_is_ready() {
+    let mut c = ProcCluster::start(1, "1h", READY_WITHOUT_CERT);
+    c.wait_all_ready(30).await;
+    let endpoint = c.files.nodes[0].endpoint();
+    let ca = c.files.ca_file.clone();
+    let ready = |extra: &[&str]| {
+        Command::new(kes_bin())
+            .args(["ready", "--server", &endpoint, "--timeout", "3s"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = ready(&["--ca", ca.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ready(&["-k"]).status.success());
+    // Not trusting the server certificate is not ready.
+    assert!(!ready(&[]).status.success());
+    c.kill(0);
+    let out = ready(&["-k"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not ready"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,6 +11,7 @@ mod identity;
 mod key;
 mod output;
 mod policy;
+mod ready;
 mod server;
 mod status;
 
@@ -72,6 +73,8 @@ enum Command {
     },
     /// Show the status of each server
     Status(status::StatusArgs),
+    /// Exit 0 if the server can serve crypto operations now (GET /v1/ready); for health checks
+    Ready(ready::ReadyArgs),
     /// Follow the server's audit or error log
     Log(status::LogArgs),
     /// Sample the server's metrics periodically
@@ -88,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { cmd } => policy::run(cmd).await,
         Command::Cluster { cmd } => cluster::run(cmd).await,
         Command::Status(args) => status::status(args).await,
+        Command::Ready(args) => ready::run(args).await,
         Command::Log(args) => status::log(args).await,
         Command::Metric(args) => status::metric(args).await,
     }
