@@ -74,30 +74,64 @@ expect_mode() { # path "mode user:group"
     [ "$got" = "$2" ] || fail "$1 is $got, want $2"
 }
 
+# A scratch root with a copy of the host's user database, for install.sh --root.
+new_root() {
+    mkdir -p "$1/etc"
+    chmod 0755 "$1"
+    # useradd --root edits the scratch root's user database, never the host's.
+    for f in passwd group shadow gshadow login.defs; do
+        [ -f "/etc/$f" ] && cp -p "/etc/$f" "$1/etc/$f"
+    done
+}
+
+# Runs the node installed under root $1 as the unit would: user kes, the environment file, the
+# installed configuration (its /etc/kes and /var/lib/kes paths moved into the scratch root).
+# Sets NODE_PID.
+run_installed() { # root log
+    local root="$1" cfg="$1/config.scratch.yaml" uid gid
+    uid="$(awk -F: '$1=="kes"{print $3}' "$root/etc/passwd")"
+    gid="$(awk -F: '$1=="kes"{print $3}' "$root/etc/group")"
+    sed -e "s#/etc/kes#$root/etc/kes#g" -e "s#/var/lib/kes#$root/var/lib/kes#g" \
+        "$root/etc/kes/config.yaml" >"$cfg"
+    chown 0:"$gid" "$cfg"
+    chmod 0640 "$cfg"
+    (
+        set -a
+        # shellcheck disable=SC1091
+        . "$root/etc/kes/kes.env"
+        set +a
+        exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \
+            "$root/usr/local/bin/kes" server --config "$cfg"
+    ) >"$2" 2>&1 &
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
+}
+
 # ----------------------------------------------------------------------------------------------
 test_systemd() {
     step "systemd: install.sh into a scratch root"
     apt_install systemd-analyze systemd
     local root="$SCRATCH/root"
-    mkdir -p "$root/etc"
-    chmod 0755 "$SCRATCH" "$root"
-    # useradd --root edits the scratch root's user database, never the host's.
-    for f in passwd group shadow gshadow login.defs; do
-        [ -f "/etc/$f" ] && cp -p "/etc/$f" "$root/etc/$f"
-    done
+    chmod 0755 "$SCRATCH"
+    new_root "$root"
     local api peer
     api="$(free_port)"
     peer="$(free_port)"
+    # The KMS both nodes of this test share: a key directory outside either root.
+    mkdir -p "$SCRATCH/kms"
+    printf 'keystore:\n  fs:\n    path: %s\n' "$SCRATCH/kms" >"$SCRATCH/keystore.yaml"
     deploy/systemd/install.sh --root "$root" --node-id 1 --members "1=127.0.0.1:$peer" \
         --ca-dir "$root/root/kes-ca" --dns localhost --ip 127.0.0.1 --api-port "$api" \
-        --peer-port "$peer" --kes-bin "$KES" --no-start >"$SCRATCH/install.log" 2>&1 ||
+        --peer-port "$peer" --kes-bin "$KES" --keystore "$SCRATCH/keystore.yaml" \
+        --no-start >"$SCRATCH/install.log" 2>&1 ||
         { cat "$SCRATCH/install.log"; fail "install.sh failed"; }
     # Twice: it is idempotent and keeps what exists.
     local before
     before="$(sha256sum "$root/etc/kes/node.cert" "$root/etc/kes/config.yaml")"
     deploy/systemd/install.sh --root "$root" --node-id 1 --members "1=127.0.0.1:$peer" \
         --ca-dir "$root/root/kes-ca" --dns localhost --ip 127.0.0.1 --api-port "$api" \
-        --peer-port "$peer" --kes-bin "$KES" --no-start >"$SCRATCH/install2.log" 2>&1 ||
+        --peer-port "$peer" --kes-bin "$KES" --keystore "$SCRATCH/keystore.yaml" \
+        --no-start >"$SCRATCH/install2.log" 2>&1 ||
         { cat "$SCRATCH/install2.log"; fail "install.sh failed the second time"; }
     [ "$before" = "$(sha256sum "$root/etc/kes/node.cert" "$root/etc/kes/config.yaml")" ] ||
         fail "a second install.sh changed existing files"
@@ -152,23 +186,9 @@ test_systemd() {
     ok "systemd-analyze verify: clean"
 
     step "systemd: the installed node, run as the kes user"
-    # As the unit runs it: user kes, the environment file, the installed configuration (its
-    # /etc/kes and /var/lib/kes paths moved into the scratch root).
-    local cfg="$SCRATCH/config.yaml"
-    sed -e "s#/etc/kes#$root/etc/kes#g" -e "s#/var/lib/kes#$root/var/lib/kes#g" \
-        "$root/etc/kes/config.yaml" >"$cfg"
-    chown 0:"$gid" "$cfg"
-    chmod 0640 "$cfg"
-    (
-        set -a
-        # shellcheck disable=SC1091
-        . "$root/etc/kes/kes.env"
-        set +a
-        exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs \
-            "$root/usr/local/bin/kes" server --config "$cfg"
-    ) >"$SCRATCH/node.log" 2>&1 &
-    PIDS+=($!)
-    local node_pid=$!
+    chown "$uid:$gid" "$SCRATCH/kms"
+    run_installed "$root" "$SCRATCH/node.log"
+    local node_pid=$NODE_PID
     wait_200 "https://127.0.0.1:$api/v1/ready" 30 --cacert "$root/etc/kes/ca.cert" ||
         { cat "$SCRATCH/node.log"; fail "the installed node never became ready"; }
     local ca_dir="$root/root/kes-ca"
@@ -183,9 +203,32 @@ test_systemd() {
     KES_CLIENT_CERT="$ca_dir/minio.cert" KES_CLIENT_KEY="$ca_dir/minio.key" \
         "$KES" key dek deploy-test "${client[@]}" >/dev/null || fail "not serving after SIGHUP"
     [ "$(stat -c '%u' "$root/var/lib/kes/data")" = "$uid" ] || fail "state not written as kes"
-    kill "$node_pid"
-    wait "$node_pid" 2>/dev/null || true
     ok "node ran as kes with the installed files; admin and minio identities work; SIGHUP"
+
+    step "systemd: a second host joins (install.sh --join, kes cluster add)"
+    local root2="$SCRATCH/root2" api2 peer2
+    new_root "$root2"
+    api2="$(free_port)"
+    peer2="$(free_port)"
+    deploy/systemd/install.sh --root "$root2" --node-id 2 --join --advertise "127.0.0.1:$peer2" \
+        --ca-dir "$ca_dir" --dns localhost --ip 127.0.0.1 --api-port "$api2" \
+        --peer-port "$peer2" --kes-bin "$KES" --keystore "$SCRATCH/keystore.yaml" \
+        --no-start >"$SCRATCH/install3.log" 2>&1 || { cat "$SCRATCH/install3.log"; fail "install.sh --join"; }
+    ! grep -q 'members:' "$root2/etc/kes/config.yaml" || fail "a joining node got members"
+    [ "$(awk -F: '$1=="kes"{print $3}' "$root2/etc/passwd")" = "$uid" ] || fail "kes uid differs between roots"
+    run_installed "$root2" "$SCRATCH/node2.log"
+    KES_CLIENT_CERT="$ca_dir/admin.cert" KES_CLIENT_KEY="$ca_dir/admin.key" \
+        "$KES" cluster add 2 "127.0.0.1:$peer2" "${client[@]}" || { cat "$SCRATCH/node2.log"; fail "kes cluster add 2"; }
+    wait_200 "https://127.0.0.1:$api2/v1/ready" 30 --cacert "$root2/etc/kes/ca.cert" ||
+        { cat "$SCRATCH/node2.log"; fail "the joined node never became ready"; }
+    KES_CLIENT_CERT="$ca_dir/minio.cert" KES_CLIENT_KEY="$ca_dir/minio.key" \
+        "$KES" key dek deploy-test --server "127.0.0.1:$api2" --ca "$root2/etc/kes/ca.cert" >/dev/null ||
+        fail "the joined node does not serve the key"
+    KES_CLIENT_CERT="$ca_dir/admin.cert" KES_CLIENT_KEY="$ca_dir/admin.key" \
+        "$KES" cluster status --json "${client[@]}" | grep -q '"id":2' || fail "node 2 not a member"
+    kill "$node_pid" "$NODE_PID"
+    wait "$node_pid" "$NODE_PID" 2>/dev/null || true
+    ok "node 2 installed with --join, added with kes cluster add, serves the key"
 }
 
 # The Rust tests in tests/tests/deploy.rs that need a tool from this script.

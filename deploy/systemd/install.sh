@@ -15,6 +15,8 @@
 #
 # Other options:
 #   --advertise HOST:PORT   how peers reach this node [default: its --members entry]
+#   --join                  a node added to a running cluster: no `members` (instead of
+#                           --members; needs --advertise), then `kes cluster add <id> <advertise>`
 #   --api-port PORT         KES API port [7373];  --peer-port PORT  node-to-node port [7374]
 #   --keystore FILE         YAML with the `keystore:` section [default: a filesystem keystore
 #                           in /var/lib/kes/keys, which suits a single host only]
@@ -38,6 +40,7 @@ KEYSTORE=""
 KES_BIN="$(command -v kes || true)"
 START=1
 FORCE=0
+JOIN=0
 DNS=()
 IPS=()
 
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --kes-bin) KES_BIN="${2:?--kes-bin needs a value}"; shift 2 ;;
     --root) ROOT="${2:?--root needs a value}"; shift 2 ;;
     --no-start) START=0; shift ;;
+    --join) JOIN=1; shift ;;
     --force) FORCE=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -63,7 +67,12 @@ done
 
 [ "$(id -u)" = 0 ] || die "run as root (it creates a user and writes /etc and /var/lib)"
 [[ "$NODE_ID" =~ ^[1-9][0-9]*$ ]] || die "--node-id must be a number from 1 (got '${NODE_ID}')"
-[ -n "$MEMBERS" ] || die "--members is required, e.g. 1=10.0.0.1:7374,2=10.0.0.2:7374,3=10.0.0.3:7374"
+if [ "$JOIN" = 1 ]; then
+    [ -z "$MEMBERS" ] || die "--join and --members exclude each other (a joining node has no members)"
+    [ -n "$ADVERTISE" ] || die "--join needs --advertise HOST:PORT (how the others reach this node)"
+else
+    [ -n "$MEMBERS" ] || die "--members is required, e.g. 1=10.0.0.1:7374,2=10.0.0.2:7374,3=10.0.0.3:7374 (or --join)"
+fi
 [ -n "$CA_DIR" ] || die "--ca-dir is required (a folder for the CAs; created if missing)"
 [ -n "$KES_BIN" ] && [ -x "$KES_BIN" ] || die "no kes binary: put it in PATH or pass --kes-bin"
 [ ${#DNS[@]} -gt 0 ] || [ ${#IPS[@]} -gt 0 ] ||
@@ -76,14 +85,15 @@ done
 # members: "1=host:port,2=host:port" -> YAML lines, and this node's own entry.
 MEMBER_YAML=""
 SELF=""
-IFS=',' read -r -a entries <<<"$MEMBERS"
+entries=()
+[ -z "$MEMBERS" ] || IFS=',' read -r -a entries <<<"$MEMBERS"
 for e in "${entries[@]}"; do
     [[ "$e" =~ ^([1-9][0-9]*)=([^=[:space:]]+:[0-9]+)$ ]] ||
         die "invalid --members entry '$e': want ID=HOST:PORT"
     MEMBER_YAML+="    ${BASH_REMATCH[1]}: ${BASH_REMATCH[2]}"$'\n'
     [ "${BASH_REMATCH[1]}" = "$NODE_ID" ] && SELF="${BASH_REMATCH[2]}"
 done
-[ -n "$SELF" ] || die "--members has no entry for --node-id $NODE_ID"
+[ "$JOIN" = 1 ] || [ -n "$SELF" ] || die "--members has no entry for --node-id $NODE_ID"
 ADVERTISE="${ADVERTISE:-$SELF}"
 
 R="${ROOT%/}"
@@ -231,8 +241,8 @@ cluster:
   address: 0.0.0.0:$PEER_PORT
   advertise: $ADVERTISE
   data_dir: $CFG_STATE/data
-  members:
-$MEMBER_YAML  tls:
+${MEMBER_YAML:+  members:
+}$MEMBER_YAML  tls:
     key: $CFG_ETC/node.key
     cert: $CFG_ETC/node.cert
     ca: $CFG_ETC/cluster-ca.cert
@@ -246,6 +256,7 @@ install -m 0644 -o 0 -g 0 "$(dirname "$0")/kes.service" "$R/etc/systemd/system/k
 DOC="$(dirname "$0")/../../docs/operations.md"
 [ -f "$DOC" ] && install -m 0644 -o 0 -g 0 "$DOC" "$R/usr/local/share/doc/kes/operations.md"
 
+[ "$JOIN" = 0 ] || echo "then add it from any member: kes cluster add $NODE_ID $ADVERTISE"
 if [ "$R" = "" ] && [ "$START" = 1 ] && [ -d /run/systemd/system ]; then
     say "starting kes.service"
     systemctl daemon-reload
