@@ -14,6 +14,7 @@ mkdir -p certs
     "$KES" ca new --cert certs/cluster-ca.cert --key certs/cluster-ca.key --name "kes cluster CA" >/dev/null
 API="--ca-cert certs/ca.cert --ca-key certs/ca.key"
 for who in admin minio; do
+    # shellcheck disable=SC2086
     [ -f "certs/$who.cert" ] ||
         "$KES" ca issue client $API --name "$who" --cert "certs/$who.cert" --key "certs/$who.key" >/dev/null
 done
@@ -29,7 +30,8 @@ for n in 1 2 3; do
     "$KES" ca issue node --ca-cert certs/cluster-ca.cert --ca-key certs/cluster-ca.key -f --id "$n" \
         --dns "kes$n" $extra --cert "$d/node.cert" --key "$d/node.key" >/dev/null
     cp certs/cluster-ca.cert "$d/cluster-ca.cert"
-    # The container runs as 65532; its keys are readable by it only.
+    # The container runs as 65532: as root, give it the node's files (keys stay 0600); without
+    # root (rootless engines map users their own way) make the keys readable.
     chown -R 65532:65532 "$d" 2>/dev/null || chmod 0644 "$d"/*.key
 done
 {
