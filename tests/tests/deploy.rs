@@ -613,3 +613,65 @@ async fn rolling_restart_under_load_fails_no_request() {
     );
     assert!(crypto.ok > 100 && writes.ok > 20);
 }
+
+/// Replacing a dead host as docs/operations.md says: remove the dead member, add a new node
+/// under a new id. The cluster then survives another failure again.
+#[tokio::test]
+async fn replacing_a_dead_node_restores_fault_tolerance() {
+    let mut c = ProcCluster::start_with_joiners(4, 3);
+    for i in 0..3 {
+        c.wait_ready(i, 60).await;
+    }
+    let leader = c.wait_leader(10).await;
+    let dead = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let admin = c.client_for(&[leader, other]);
+    admin.create_key("before").await.unwrap();
+    c.kill(dead);
+    admin.cluster_remove(dead as u64 + 1).await.unwrap();
+    c.start_node(3);
+    admin
+        .cluster_add(
+            4,
+            &format!("127.0.0.1:{}", c.files.nodes[3].peer_port),
+            true,
+        )
+        .await
+        .unwrap();
+    c.wait_ready(3, 60).await;
+    let st = c.client(3).cluster_status().await.unwrap();
+    let mut ids: Vec<u64> = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![leader as u64 + 1, other as u64 + 1, 4];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{st}");
+    // Another failure: the leader and the new node are a majority of {leader, other, 4}.
+    c.kill(other);
+    let survivors = c.client_for(&[leader, 3]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match survivors.create_key("after").await {
+            Ok(()) => break,
+            // An earlier attempt went through before its answer was lost.
+            Err(e) if e.is_key_exists() => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no writes with the replacement in place: {e:?}"),
+        }
+    }
+    let dek = c.client(3).generate_key("before", b"").await.unwrap();
+    assert_eq!(
+        c.client(leader)
+            .decrypt("before", &dek.ciphertext.0, b"")
+            .await
+            .unwrap(),
+        dek.plaintext.0
+    );
+}
