@@ -143,6 +143,14 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(cluster) = &config.cluster {
         check_node_certificate(cluster)?;
     }
+    if !args.dev {
+        // Reported by /v1/cluster/metrics, for the certificate-expiry alerts.
+        kes_tls::check::watch_expiry("api", &config.tls.cert);
+        if let Some(cluster) = &config.cluster {
+            kes_tls::check::watch_expiry("node", &cluster.tls.cert);
+            kes_tls::check::watch_expiry("cluster-ca", &cluster.tls.ca);
+        }
+    }
 
     let addr = match &args.addr {
         Some(a) => parse_addr(a)?,

@@ -154,6 +154,58 @@ impl NodeCertificate {
     }
 }
 
+/// Certificate files whose expiry the cluster metrics report, by role (`api`, `node`,
+/// `cluster-ca`). Registered once at start by the binary; read at every scrape, so a file
+/// replaced for rotation shows its new date without a restart.
+static WATCHED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `path` to the certificates whose expiry [`render_expiry`] reports as `role`.
+pub fn watch_expiry(role: &str, path: &Path) {
+    if let Ok(mut w) = WATCHED.lock() {
+        w.retain(|(r, _)| r != role);
+        w.push((role.to_owned(), path.to_owned()));
+    }
+}
+
+/// The `kes_cluster_certificate_expiry_timestamp_seconds` family (Prometheus text): when each
+/// watched certificate (the first in its file) expires, as a Unix time. A file that cannot be
+/// read or parsed has no sample; the family is absent when nothing is watched.
+pub fn render_expiry(out: &mut String) {
+    use std::fmt::Write;
+    let watched = match WATCHED.lock() {
+        Ok(w) => w.clone(),
+        Err(_) => return,
+    };
+    if watched.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kes_cluster_certificate_expiry_timestamp_seconds When the certificate expires (Unix time).\n# TYPE kes_cluster_certificate_expiry_timestamp_seconds gauge"
+    );
+    for (role, path) in watched {
+        let Ok(chain) = crate::load_certs(&path) else {
+            continue;
+        };
+        let Some(t) = chain
+            .first()
+            .and_then(|c| certificate_not_after(c.as_ref()))
+        else {
+            continue;
+        };
+        let file = path
+            .display()
+            .to_string()
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "kes_cluster_certificate_expiry_timestamp_seconds{{certificate=\"{role}\",file=\"{file}\"}} {}",
+            t.unix_timestamp()
+        );
+    }
+}
+
 /// When a DER certificate expires, if it parses.
 pub fn certificate_not_after(der: &[u8]) -> Option<OffsetDateTime> {
     let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -369,6 +421,37 @@ mod tests {
         p.not_before = not_before;
         p.not_after = not_after;
         p.signed_by(&key, &issuer, &ca_key).unwrap().pem()
+    }
+
+    #[test]
+    fn watched_certificates_expiry_is_rendered() {
+        let f = Files::new();
+        let ca = ca();
+        let cert = f.put("node.cert", &node(&ca, 1));
+        let mut out = String::new();
+        watch_expiry("node", &cert);
+        watch_expiry("cluster-ca", &f.dir.path().join("absent.cert"));
+        render_expiry(&mut out);
+        let want = certificate_not_after(
+            rustls::pki_types::pem::PemObject::from_pem_file(&cert)
+                .map(|d: CertificateDer| d.to_vec())
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap()
+        .unix_timestamp();
+        assert!(out.contains("# TYPE kes_cluster_certificate_expiry_timestamp_seconds gauge"));
+        assert!(
+            out.contains(&format!(
+                "kes_cluster_certificate_expiry_timestamp_seconds{{certificate=\"node\",file=\"{}\"}} {want}",
+                cert.display()
+            )),
+            "{out}"
+        );
+        assert!(
+            !out.contains("cluster-ca"),
+            "an unreadable file has no sample: {out}"
+        );
     }
 
     #[test]
