@@ -30,6 +30,16 @@ export KES_REQUIRE_SERVICES=1
 step "tests"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 
+# deploy/ against the tools it targets: the systemd unit and installer (systemd-analyze, a
+# scratch root), HAProxy in front of three nodes, the Prometheus rules and Grafana dashboard
+# (promtool). Missing tools are installed with apt-get.
+step "deploy/ (systemd, HAProxy, monitoring)"
+if [ "$(id -u)" != "0" ]; then
+    echo "SKIPPED: tests/deploy.sh needs root (useradd into a scratch root, apt-get)"
+else
+    KES_BIN="${CARGO_TARGET_DIR:-target}/debug/kes" tests/deploy.sh all
+fi
+
 if [ "$FUZZ_SECONDS" != "0" ]; then
     step "fuzz smoke (${FUZZ_SECONDS}s per target)"
     if ! command -v cargo-fuzz >/dev/null 2>&1; then

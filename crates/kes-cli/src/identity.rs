@@ -238,7 +238,7 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
 
 /// Writes `data` to `path` with `mode`. Without `force` the file must not exist, checked
 /// atomically by the open so a concurrent writer cannot be overwritten.
-fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32, force: bool) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {

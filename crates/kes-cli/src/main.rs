@@ -4,12 +4,14 @@
 //! written for it keep working. Errors are printed as one line, `Error: <what failed>: <why>`,
 //! with exit code 1; usage errors are reported by the argument parser with exit code 2.
 
+mod ca;
 mod cluster;
 mod conn;
 mod identity;
 mod key;
 mod output;
 mod policy;
+mod ready;
 mod server;
 mod status;
 
@@ -45,6 +47,11 @@ struct Cli {
 enum Command {
     /// Start a KES server
     Server(server::ServerArgs),
+    /// Run an internal CA: create it, issue server, client and node certificates
+    Ca {
+        #[command(subcommand)]
+        cmd: ca::CaCmd,
+    },
     /// Create API keys and certificates, compute and look up identities
     Identity(identity::IdentityCmd),
     /// Manage and use cryptographic keys
@@ -66,6 +73,8 @@ enum Command {
     },
     /// Show the status of each server
     Status(status::StatusArgs),
+    /// Exit 0 if the server can serve crypto operations now (GET /v1/ready); for health checks
+    Ready(ready::ReadyArgs),
     /// Follow the server's audit or error log
     Log(status::LogArgs),
     /// Sample the server's metrics periodically
@@ -75,12 +84,14 @@ enum Command {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => server::run(args).await,
+        Command::Ca { cmd } => ca::run(cmd),
         Command::Identity(cmd) => identity::run(cmd).await,
         Command::Key { cmd } => key::run(cmd).await,
         Command::Ls(args) => policy::ls(args).await,
         Command::Policy { cmd } => policy::run(cmd).await,
         Command::Cluster { cmd } => cluster::run(cmd).await,
         Command::Status(args) => status::status(args).await,
+        Command::Ready(args) => ready::run(args).await,
         Command::Log(args) => status::log(args).await,
         Command::Metric(args) => status::metric(args).await,
     }

@@ -140,6 +140,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         (parsed.config, None, None)
     };
     init_logging(&hub, config.log.error);
+    if let Some(cluster) = &config.cluster {
+        check_node_certificate(cluster)?;
+    }
+    if !args.dev {
+        // Reported by /v1/cluster/metrics, for the certificate-expiry alerts.
+        kes_tls::check::watch_expiry("api", &config.tls.cert);
+        if let Some(cluster) = &config.cluster {
+            kes_tls::check::watch_expiry("node", &cluster.tls.cert);
+            kes_tls::check::watch_expiry("cluster-ca", &cluster.tls.ca);
+        }
+    }
 
     let addr = match &args.addr {
         Some(a) => parse_addr(a)?,
@@ -193,6 +204,26 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         bail!("{reason}");
     }
     tracing::info!("kes server stopped");
+    Ok(())
+}
+
+/// Refuses to start with a node certificate the peers would refuse, and warns while it nears
+/// its expiry (`kes_tls::check`).
+fn check_node_certificate(cluster: &kes_config::ClusterConfig) -> anyhow::Result<()> {
+    const WARN_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+    let ok = kes_tls::check::check_node_certificate(
+        &cluster.tls.cert,
+        &cluster.tls.ca,
+        cluster.node_id,
+    )?;
+    let left = ok.remaining();
+    if left < WARN_BEFORE {
+        tracing::warn!(
+            cert = %cluster.tls.cert.display(),
+            days_left = left.as_secs() / 86400,
+            "the node certificate expires soon; issue a new one with `kes ca issue node` and restart the node"
+        );
+    }
     Ok(())
 }
 

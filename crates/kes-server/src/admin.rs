@@ -206,6 +206,7 @@ pub fn metrics(app: &App) -> String {
         }
     }
     app.cluster.kms.render(&mut out);
+    kes_tls::check::render_expiry(&mut out);
     out
 }
 

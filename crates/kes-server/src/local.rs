@@ -4,7 +4,7 @@
 //! start real node processes.
 
 use kes_crypto::ApiKey;
-use kes_tls::certgen::{KeyKind, TestCa};
+use kes_tls::ca::{Ca, IssueRequest, KeyType, Profile, DEFAULT_CA_VALIDITY};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,15 +114,28 @@ impl LocalCluster {
             })
         };
         mkdir(dir)?;
-        let cert_err = |e: kes_tls::certgen::CertGenError| LocalError::Cert(e.to_string());
-        let api_ca =
-            TestCa::with_validity("kes local API CA", LOCAL_CERT_VALIDITY).map_err(cert_err)?;
-        let peer_ca =
-            TestCa::with_validity("kes local cluster CA", LOCAL_CERT_VALIDITY).map_err(cert_err)?;
+        // The same CA code as `kes ca`: a server certificate for the API, node certificates
+        // (both usages, kes-node-<id>) from a separate cluster CA.
+        let cert_err = |e: kes_tls::ca::CaError| LocalError::Cert(e.to_string());
+        let api_ca = Ca::generate("kes local API CA", DEFAULT_CA_VALIDITY, KeyType::EcdsaP256)
+            .map_err(cert_err)?;
+        let peer_ca = Ca::generate(
+            "kes local cluster CA",
+            DEFAULT_CA_VALIDITY,
+            KeyType::EcdsaP256,
+        )
+        .map_err(cert_err)?;
         let api_key = ApiKey::generate();
         let ca_file = dir.join("ca.cert");
-        write(&ca_file, api_ca.ca_pem(), false)?;
-        write(&dir.join("cluster-ca.cert"), peer_ca.ca_pem(), false)?;
+        write(&ca_file, api_ca.cert_pem(), false)?;
+        write(&dir.join("cluster-ca.cert"), peer_ca.cert_pem(), false)?;
+        // Kept so that more certificates can be issued (`kes ca issue node --id 4 ...`).
+        write(&dir.join("ca.key"), api_ca.key_pem().as_bytes(), true)?;
+        write(
+            &dir.join("cluster-ca.key"),
+            peer_ca.key_pem().as_bytes(),
+            true,
+        )?;
         write(&dir.join("admin.key"), api_key.to_text(), true)?;
         let keystore_dir = dir.join("keys");
         mkdir(&keystore_dir)?;
@@ -149,11 +162,19 @@ impl LocalCluster {
             let node_dir = dir.join(format!("node{id}"));
             mkdir(&node_dir)?;
             let api = api_ca
-                .issue("localhost", &["localhost".into()], &lo, KeyKind::EcdsaP256)
+                .issue(&IssueRequest {
+                    dns: vec!["localhost".into()],
+                    ips: lo.to_vec(),
+                    valid_for: LOCAL_CERT_VALIDITY,
+                    ..IssueRequest::new(Profile::Server)
+                })
                 .map_err(cert_err)?;
-            let name = crate::cluster::tls::node_name(id);
             let peer = peer_ca
-                .issue(&name, std::slice::from_ref(&name), &lo, KeyKind::EcdsaP256)
+                .issue(&IssueRequest {
+                    ips: lo.to_vec(),
+                    valid_for: LOCAL_CERT_VALIDITY,
+                    ..IssueRequest::new(Profile::Node { id })
+                })
                 .map_err(cert_err)?;
             write(&node_dir.join("api.cert"), &api.cert_pem, false)?;
             write(&node_dir.join("api.key"), api.key_pem.as_bytes(), true)?;

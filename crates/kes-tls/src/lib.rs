@@ -6,7 +6,9 @@
 //! the identity is the hash of the certificate's public key, and policies decide the rest. Only
 //! `tls.auth: on` verifies client chains against `tls.ca` and the system roots.
 
+pub mod ca;
 pub mod certgen;
+pub mod check;
 pub mod conn;
 
 use rustls::client::danger::HandshakeSignatureValid;
