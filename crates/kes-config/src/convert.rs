@@ -13,8 +13,9 @@ use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
     ApiOverride, AwsConfig, CacheConfig, ClientAuth, ClusterConfig, ClusterTls, Config,
-    ConfigError, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig,
-    VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
+    ConfigError, GcpConfig, GcpCredentials, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed,
+    PolicyConfig, TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit,
+    DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT, DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI,
     DEFAULT_VAULT_STATUS_PING,
 };
 
@@ -466,6 +467,9 @@ impl Cx<'_> {
         if let Some(a) = raw.aws {
             return Ok(KeystoreConfig::AwsSecretsManager(self.aws(a)?));
         }
+        if let Some(g) = raw.gcp {
+            return Ok(KeystoreConfig::GcpSecretManager(self.gcp(g)?));
+        }
         match names.into_iter().next() {
             Some(name) => Ok(KeystoreConfig::Unsupported(name)),
             None => Err(ConfigError::NoKeystore),
@@ -576,6 +580,56 @@ impl Cx<'_> {
             access_key: self.text(creds.accesskey.as_ref(), &p("credentials.accesskey"))?,
             secret_key: self.text(creds.secretkey.as_ref(), &p("credentials.secretkey"))?,
             session_token: self.text(creds.token.as_ref(), &p("credentials.token"))?,
+        })
+    }
+
+    fn gcp(&self, raw: raw::RawGcp) -> Result<GcpConfig, ConfigError> {
+        const G: &str = "keystore.gcp.secretmanager";
+        let p = |f: &str| join(G, f);
+        let Some(sm) = raw.secretmanager else {
+            return Err(self.missing(G));
+        };
+        let mut scopes = Vec::new();
+        for (i, s) in sm.scopes.unwrap_or_default().iter().enumerate() {
+            if let Some(s) = self.text(Some(s), &item(&p("scopes"), i))? {
+                scopes.push(s.trim().to_owned());
+            }
+        }
+        if scopes.is_empty() {
+            scopes.push(DEFAULT_GCP_SCOPE.to_owned());
+        }
+        let credentials = match sm.credentials {
+            None => None,
+            Some(c) => {
+                let email = self.text(c.client_email.as_ref(), &p("credentials.client_email"))?;
+                let key = self.text(c.private_key.as_ref(), &p("credentials.private_key"))?;
+                let id = self.text(c.client_id.as_ref(), &p("credentials.client_id"))?;
+                let key_id =
+                    self.text(c.private_key_id.as_ref(), &p("credentials.private_key_id"))?;
+                match (email, key) {
+                    // KES: an empty credentials block means the default credentials.
+                    (None, None) if id.is_none() && key_id.is_none() => None,
+                    (Some(client_email), Some(private_key)) => Some(GcpCredentials {
+                        client_email,
+                        client_id: id.unwrap_or_default(),
+                        private_key_id: key_id.unwrap_or_default(),
+                        private_key,
+                        token_uri: self.text_or(
+                            c.token_uri.as_ref(),
+                            &p("credentials.token_uri"),
+                            DEFAULT_GCP_TOKEN_URI,
+                        )?,
+                    }),
+                    (None, _) => return Err(self.missing(&p("credentials.client_email"))),
+                    (_, None) => return Err(self.missing(&p("credentials.private_key"))),
+                }
+            }
+        };
+        Ok(GcpConfig {
+            project_id: self.required(sm.project_id.as_ref(), &p("project_id"))?,
+            endpoint: self.text_or(sm.endpoint.as_ref(), &p("endpoint"), DEFAULT_GCP_ENDPOINT)?,
+            scopes,
+            credentials,
         })
     }
 
@@ -1268,6 +1322,65 @@ keystore:
         assert_eq!(e.field(), Some("keystore.aws.secretsmanager.region"));
         let e = err(&format!("{no_ks}keystore:\n  aws: {{}}\n"));
         assert_eq!(e.field(), Some("keystore.aws.secretsmanager"));
+    }
+
+    #[test]
+    fn gcp_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  gcp:
+    secretmanager:
+      project_id: my-project
+      endpoint: \"\"
+      scopes:
+        - https://www.googleapis.com/auth/cloud-platform
+        - ${{EXTRA_SCOPE}}
+      credentials:
+        client_email: kes@my-project.iam.gserviceaccount.com
+        client_id: \"1234\"
+        private_key_id: abcd
+        private_key: ${{GCP_KEY}}
+"
+        );
+        let env = |n: &str| match n {
+            "GCP_KEY" => Some("-----BEGIN PRIVATE KEY-----".to_owned()),
+            "EXTRA_SCOPE" => Some("https://example.test/scope".to_owned()),
+            _ => None,
+        };
+        let KeystoreConfig::GcpSecretManager(g) = ok_with(&text, &env).config.keystore else {
+            panic!("not gcp")
+        };
+        assert_eq!(g.project_id, "my-project");
+        assert_eq!(g.endpoint, crate::DEFAULT_GCP_ENDPOINT);
+        assert_eq!(g.scopes.len(), 2);
+        let c = g.credentials.as_ref().unwrap();
+        assert_eq!(c.client_id, "1234");
+        assert_eq!(c.token_uri, crate::DEFAULT_GCP_TOKEN_URI);
+        assert!(!format!("{g:?}").contains("BEGIN PRIVATE KEY"));
+        let e = match crate::parse(&text.replace("      project_id: my-project\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("project_id is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.gcp.secretmanager.project_id"));
+        let e = match crate::parse(&text.replace("        private_key: ${GCP_KEY}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("a key is required with an email"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.gcp.secretmanager.credentials.private_key")
+        );
+        // No credentials: default credentials, and the default scope.
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  gcp:\n    secretmanager:\n      project_id: p\n      credentials:\n        client_email: \"\"\n"
+        ))
+        .config;
+        let KeystoreConfig::GcpSecretManager(g) = c.keystore else {
+            panic!("not gcp")
+        };
+        assert_eq!(g.credentials, None);
+        assert_eq!(g.scopes, [crate::DEFAULT_GCP_SCOPE]);
     }
 
     const CLUSTER: &str = "\

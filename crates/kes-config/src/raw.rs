@@ -189,7 +189,7 @@ pub(crate) struct RawKeystore {
     #[serde(default, deserialize_with = "present")]
     pub gemalto: Option<serde_yaml::Value>,
     #[serde(default, deserialize_with = "present")]
-    pub gcp: Option<serde_yaml::Value>,
+    pub gcp: Option<RawGcp>,
     #[serde(default, deserialize_with = "present")]
     pub azure: Option<serde_yaml::Value>,
     #[serde(default, deserialize_with = "present")]
@@ -272,6 +272,29 @@ pub(crate) struct RawAwsCredentials {
     pub accesskey: Option<Scalar>,
     pub secretkey: Option<Scalar>,
     pub token: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcp {
+    pub secretmanager: Option<RawGcpSecretManager>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcpSecretManager {
+    pub project_id: Option<Scalar>,
+    pub endpoint: Option<Scalar>,
+    pub scopes: Option<Vec<Scalar>>,
+    pub credentials: Option<RawGcpCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcpCredentials {
+    pub client_email: Option<Scalar>,
+    pub client_id: Option<Scalar>,
+    pub private_key_id: Option<Scalar>,
+    pub private_key: Option<Scalar>,
+    /// Not in KES's schema: the OAuth2 token endpoint, as a service-account key file names it.
+    pub token_uri: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
