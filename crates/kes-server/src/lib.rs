@@ -188,7 +188,55 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::AwsSecretsManager(a) => {
             Ok(Arc::new(kes_keystore_aws::AwsStore::connect(a).await?))
         }
+        #[cfg(feature = "gcp")]
+        KeystoreConfig::GcpSecretManager(g) => {
+            let g = g.clone();
+            connect_or_wait("gcp", &g.endpoint.clone(), move || {
+                let g = g.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::gcp::GcpStore::connect(&g)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "gcp"))]
+        KeystoreConfig::GcpSecretManager(_) => Err(ServerError::UnsupportedKeystore(
+            "gcp (left out of this build: cargo feature `gcp`)".into(),
+        )),
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
+    }
+}
+
+/// Opens a store with `connect`: at once when the KMS answers, or, when it is unreachable, on
+/// first use once it answers (the node starts and serves what the cluster has cached). A
+/// refusal (bad credentials, an invalid setting) stops the start with the KMS's message.
+#[allow(dead_code)]
+async fn connect_or_wait<F>(
+    kind: &'static str,
+    endpoint: &str,
+    connect: F,
+) -> Result<Arc<dyn KeyStore>, ServerError>
+where
+    F: Fn() -> futures_util::future::BoxFuture<'static, Result<Arc<dyn KeyStore>, StoreError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    match connect().await {
+        Ok(s) => Ok(s),
+        // Retryable: nothing answered (or a 5xx, a timeout). Not retryable: the configuration
+        // or the request was refused, which waiting does not fix.
+        Err(StoreError::Unavailable {
+            retryable: true,
+            message,
+        }) => {
+            let e = StoreError::unavailable(true, message);
+            tracing::warn!(keystore = kind, %endpoint, error = %e, "keystore not reachable yet; will retry");
+            Ok(Arc::new(lazy::LazyStore::new(kind, connect)))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,14 +1,19 @@
 //! Support for the project's tests: loopback ports that stay free, server processes that die
-//! with the test, and the external keystores (OpenBao, moto) started from the virtualenv that
-//! `tests/services.sh install` creates.
+//! with the test, the external keystores (OpenBao, moto, drongo for GCP) started from the
+//! virtualenv that `tests/services.sh install` creates, and fake KMS servers written from the
+//! services' published API references where no emulator exists.
 
 // Test support: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bao;
+pub mod fake;
+pub mod gcp;
 pub mod moto;
 
 pub use bao::{Bao, ROOT_TOKEN};
+pub use fake::FakeServer;
+pub use gcp::Gcp;
 pub use moto::{Moto, REGION};
 
 use anyhow::{Context, Result};
