@@ -12,11 +12,11 @@ use crate::duration::parse_duration;
 use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
-    ApiOverride, AwsConfig, CacheConfig, ClientAuth, ClusterConfig, ClusterTls, Config,
-    ConfigError, GcpConfig, GcpCredentials, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed,
-    PolicyConfig, TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit,
-    DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT, DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI,
-    DEFAULT_VAULT_STATUS_PING,
+    ApiOverride, AwsConfig, AzureAuth, AzureConfig, CacheConfig, ClientAuth, ClusterConfig,
+    ClusterTls, Config, ConfigError, GcpConfig, GcpCredentials, KeystoreConfig, KvVersion,
+    LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole, VaultConfig,
+    VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT,
+    DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
 
 pub(crate) fn parse(
@@ -470,6 +470,9 @@ impl Cx<'_> {
         if let Some(g) = raw.gcp {
             return Ok(KeystoreConfig::GcpSecretManager(self.gcp(g)?));
         }
+        if let Some(a) = raw.azure {
+            return Ok(KeystoreConfig::AzureKeyVault(self.azure(a)?));
+        }
         match names.into_iter().next() {
             Some(name) => Ok(KeystoreConfig::Unsupported(name)),
             None => Err(ConfigError::NoKeystore),
@@ -631,6 +634,35 @@ impl Cx<'_> {
             scopes,
             credentials,
         })
+    }
+
+    fn azure(&self, raw: raw::RawAzure) -> Result<AzureConfig, ConfigError> {
+        const A: &str = "keystore.azure.keyvault";
+        let p = |f: &str| join(A, f);
+        let Some(kv) = raw.keyvault else {
+            return Err(self.missing(A));
+        };
+        let endpoint = self.required(kv.endpoint.as_ref(), &p("endpoint"))?;
+        let auth = match (kv.credentials, kv.managed_identity) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    &p("managed_identity"),
+                    "managed_identity",
+                    "credentials and managed_identity are both specified; want at most one",
+                ))
+            }
+            (Some(c), None) => AzureAuth::ClientSecret {
+                tenant_id: self.required(c.tenant_id.as_ref(), &p("credentials.tenant_id"))?,
+                client_id: self.required(c.client_id.as_ref(), &p("credentials.client_id"))?,
+                client_secret: self
+                    .required(c.client_secret.as_ref(), &p("credentials.client_secret"))?,
+            },
+            (None, Some(m)) => AzureAuth::ManagedIdentity {
+                client_id: self.text(m.client_id.as_ref(), &p("managed_identity.client_id"))?,
+            },
+            (None, None) => AzureAuth::Default,
+        };
+        Ok(AzureConfig { endpoint, auth })
     }
 
     fn cluster(&mut self, raw: raw::RawCluster) -> Result<ClusterConfig, ConfigError> {
@@ -1381,6 +1413,66 @@ keystore:
         };
         assert_eq!(g.credentials, None);
         assert_eq!(g.scopes, [crate::DEFAULT_GCP_SCOPE]);
+    }
+
+    #[test]
+    fn azure_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  azure:
+    keyvault:
+      endpoint: https://kes.vault.azure.net
+      credentials:
+        tenant_id: t
+        client_id: c
+        client_secret: ${{AZURE_SECRET}}
+"
+        );
+        let env = |n: &str| (n == "AZURE_SECRET").then(|| "s3cr3t".to_owned());
+        let KeystoreConfig::AzureKeyVault(a) = ok_with(&text, &env).config.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(a.endpoint, "https://kes.vault.azure.net");
+        assert!(
+            matches!(&a.auth, AzureAuth::ClientSecret { client_secret, .. } if client_secret == "s3cr3t")
+        );
+        assert!(!format!("{a:?}").contains("s3cr3t"));
+        let e = match crate::parse(&text.replace("        tenant_id: t\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("tenant_id is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.azure.keyvault.credentials.tenant_id")
+        );
+        let both = format!("{text}      managed_identity:\n        client_id: m\n");
+        let e = match crate::parse(&both, &env) {
+            Err(e) => e,
+            Ok(_) => panic!("both logins"),
+        };
+        assert_eq!(e.field(), Some("keystore.azure.keyvault.managed_identity"));
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n      managed_identity:\n        client_id: m\n"
+        ))
+        .config;
+        let KeystoreConfig::AzureKeyVault(a) = c.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(
+            a.auth,
+            AzureAuth::ManagedIdentity {
+                client_id: Some("m".into())
+            }
+        );
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n"
+        ))
+        .config;
+        let KeystoreConfig::AzureKeyVault(a) = c.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(a.auth, AzureAuth::Default);
     }
 
     const CLUSTER: &str = "\

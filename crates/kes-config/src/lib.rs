@@ -257,8 +257,10 @@ pub enum KeystoreConfig {
     AwsSecretsManager(AwsConfig),
     /// GCP Secret Manager.
     GcpSecretManager(GcpConfig),
-    /// A backend KES supports and this server does not (`fortanix`, `gemalto`,
-    /// `azure`, `entrust`): its name, so the server can refuse to start and say why.
+    /// Azure Key Vault.
+    AzureKeyVault(AzureConfig),
+    /// A backend KES supports and this server does not (`fortanix`, `gemalto`, `entrust`):
+    /// its name, so the server can refuse to start and say why.
     Unsupported(String),
 }
 
@@ -432,6 +434,52 @@ impl fmt::Debug for GcpCredentials {
             .field("private_key", &"<redacted>")
             .field("token_uri", &self.token_uri)
             .finish()
+    }
+}
+
+/// `keystore.azure.keyvault`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// The vault's URL, e.g. `https://kes.vault.azure.net`.
+    pub endpoint: String,
+    pub auth: AzureAuth,
+}
+
+/// How the Key Vault store logs in.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `credentials`: an Entra ID application's client secret.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        client_secret: String,
+    },
+    /// `managed_identity`: the instance's identity; `client_id` picks a user-assigned one.
+    ManagedIdentity { client_id: Option<String> },
+    /// Neither: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` when set, else
+    /// the managed identity, as Azure's default credential does.
+    Default,
+}
+
+impl fmt::Debug for AzureAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("client_secret", &"<redacted>")
+                .finish(),
+            Self::ManagedIdentity { client_id } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+            Self::Default => f.write_str("Default"),
+        }
     }
 }
 
@@ -623,6 +671,7 @@ mod tests {
                 KeystoreConfig::Vault(_) => "vault",
                 KeystoreConfig::AwsSecretsManager(_) => "aws",
                 KeystoreConfig::GcpSecretManager(_) => "gcp",
+                KeystoreConfig::AzureKeyVault(_) => "azure",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

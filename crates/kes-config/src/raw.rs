@@ -191,7 +191,7 @@ pub(crate) struct RawKeystore {
     #[serde(default, deserialize_with = "present")]
     pub gcp: Option<RawGcp>,
     #[serde(default, deserialize_with = "present")]
-    pub azure: Option<serde_yaml::Value>,
+    pub azure: Option<RawAzure>,
     #[serde(default, deserialize_with = "present")]
     pub entrust: Option<serde_yaml::Value>,
     /// In KES's schema but ignored by KES HEAD; accepted with a warning.
@@ -295,6 +295,30 @@ pub(crate) struct RawGcpCredentials {
     pub private_key: Option<Scalar>,
     /// Not in KES's schema: the OAuth2 token endpoint, as a service-account key file names it.
     pub token_uri: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAzure {
+    pub keyvault: Option<RawKeyVault>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyVault {
+    pub endpoint: Option<Scalar>,
+    pub credentials: Option<RawAzureCredentials>,
+    pub managed_identity: Option<RawManagedIdentity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAzureCredentials {
+    pub tenant_id: Option<Scalar>,
+    pub client_id: Option<Scalar>,
+    pub client_secret: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawManagedIdentity {
+    pub client_id: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
