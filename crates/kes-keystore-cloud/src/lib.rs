@@ -1,6 +1,6 @@
 //! Keystores on KMSes reached over their REST APIs, each storing keys exactly where and how
 //! MinIO KES stores them, so a KES deployment keeps its `keystore:` section and its keys: GCP
-//! Secret Manager (`gcp`).
+//! Secret Manager (`gcp`), Azure Key Vault (`azure`).
 //!
 //! One crate rather than one per backend: the backends share everything but their API
 //! mapping (the HTTPS client with its CA option, bounded retries honouring `Retry-After`, the
@@ -15,11 +15,16 @@
 //! starts and opens the store once the KMS answers).
 
 // Without any backend the shared plumbing has no user.
-#![cfg_attr(not(any(feature = "gcp")), allow(dead_code, unused_imports))]
+#![cfg_attr(
+    not(any(feature = "gcp", feature = "azure")),
+    allow(dead_code, unused_imports)
+)]
 
 mod http;
 mod token;
 
+#[cfg(feature = "azure")]
+pub mod azure;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 

@@ -205,6 +205,23 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::GcpSecretManager(_) => Err(ServerError::UnsupportedKeystore(
             "gcp (left out of this build: cargo feature `gcp`)".into(),
         )),
+        #[cfg(feature = "azure")]
+        KeystoreConfig::AzureKeyVault(a) => {
+            let a = a.clone();
+            connect_or_wait("azure", &a.endpoint.clone(), move || {
+                let a = a.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::azure::AzureStore::connect(&a)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "azure"))]
+        KeystoreConfig::AzureKeyVault(_) => Err(ServerError::UnsupportedKeystore(
+            "azure (left out of this build: cargo feature `azure`)".into(),
+        )),
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
     }
 }

@@ -6,11 +6,13 @@
 // Test support: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod azure;
 pub mod bao;
 pub mod fake;
 pub mod gcp;
 pub mod moto;
 
+pub use azure::AzureFake;
 pub use bao::{Bao, ROOT_TOKEN};
 pub use fake::FakeServer;
 pub use gcp::Gcp;
