@@ -13,8 +13,8 @@ use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
     ApiOverride, AwsConfig, AzureAuth, AzureConfig, CacheConfig, ClientAuth, ClusterConfig,
-    ClusterTls, Config, ConfigError, GcpConfig, GcpCredentials, KeystoreConfig, KvVersion,
-    LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole, VaultConfig,
+    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeystoreConfig,
+    KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole, VaultConfig,
     VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT,
     DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
@@ -473,6 +473,9 @@ impl Cx<'_> {
         if let Some(a) = raw.azure {
             return Ok(KeystoreConfig::AzureKeyVault(self.azure(a)?));
         }
+        if let Some(f) = raw.fortanix {
+            return Ok(KeystoreConfig::FortanixSdkms(self.fortanix(f)?));
+        }
         match names.into_iter().next() {
             Some(name) => Ok(KeystoreConfig::Unsupported(name)),
             None => Err(ConfigError::NoKeystore),
@@ -663,6 +666,23 @@ impl Cx<'_> {
             (None, None) => AzureAuth::Default,
         };
         Ok(AzureConfig { endpoint, auth })
+    }
+
+    fn fortanix(&self, raw: raw::RawFortanix) -> Result<FortanixConfig, ConfigError> {
+        const F: &str = "keystore.fortanix.sdkms";
+        let p = |f: &str| join(F, f);
+        let Some(sdkms) = raw.sdkms else {
+            return Err(self.missing(F));
+        };
+        let creds = sdkms.credentials.unwrap_or_default();
+        Ok(FortanixConfig {
+            endpoint: self.required(sdkms.endpoint.as_ref(), &p("endpoint"))?,
+            group_id: self.text(sdkms.group_id.as_ref(), &p("group_id"))?,
+            api_key: self.required(creds.key.as_ref(), &p("credentials.key"))?,
+            ca: self
+                .text(sdkms.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
     }
 
     fn cluster(&mut self, raw: raw::RawCluster) -> Result<ClusterConfig, ConfigError> {
@@ -1473,6 +1493,36 @@ keystore:
             panic!("not azure")
         };
         assert_eq!(a.auth, AzureAuth::Default);
+    }
+
+    #[test]
+    fn fortanix_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  fortanix:
+    sdkms:
+      endpoint: https://sdkms.fortanix.com
+      group_id: g1
+      credentials:
+        key: ${{FORTANIX_KEY}}
+      tls:
+        ca: /etc/kes/dsm-ca.pem
+"
+        );
+        let env = |n: &str| (n == "FORTANIX_KEY").then(|| "a2V5OnNlY3JldA==".to_owned());
+        let KeystoreConfig::FortanixSdkms(f) = ok_with(&text, &env).config.keystore else {
+            panic!("not fortanix")
+        };
+        assert_eq!(f.group_id.as_deref(), Some("g1"));
+        assert_eq!(f.api_key, "a2V5OnNlY3JldA==");
+        assert_eq!(f.ca, Some(PathBuf::from("/etc/kes/dsm-ca.pem")));
+        assert!(!format!("{f:?}").contains("a2V5"));
+        let e = match crate::parse(&text.replace("        key: ${FORTANIX_KEY}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("the key is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.fortanix.sdkms.credentials.key"));
     }
 
     const CLUSTER: &str = "\

@@ -259,8 +259,10 @@ pub enum KeystoreConfig {
     GcpSecretManager(GcpConfig),
     /// Azure Key Vault.
     AzureKeyVault(AzureConfig),
-    /// A backend KES supports and this server does not (`fortanix`, `gemalto`, `entrust`):
-    /// its name, so the server can refuse to start and say why.
+    /// Fortanix DSM (SDKMS).
+    FortanixSdkms(FortanixConfig),
+    /// A backend KES supports and this server does not (`gemalto`, `entrust`): its name, so
+    /// the server can refuse to start and say why.
     Unsupported(String),
 }
 
@@ -483,6 +485,29 @@ impl fmt::Debug for AzureAuth {
     }
 }
 
+/// `keystore.fortanix.sdkms`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FortanixConfig {
+    pub endpoint: String,
+    /// Group of the security objects created; the application's default group when `None`.
+    pub group_id: Option<String>,
+    /// The application's API key (`credentials.key`).
+    pub api_key: String,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for FortanixConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FortanixConfig")
+            .field("endpoint", &self.endpoint)
+            .field("group_id", &self.group_id)
+            .field("api_key", &"<redacted>")
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
 fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
@@ -672,6 +697,7 @@ mod tests {
                 KeystoreConfig::AwsSecretsManager(_) => "aws",
                 KeystoreConfig::GcpSecretManager(_) => "gcp",
                 KeystoreConfig::AzureKeyVault(_) => "azure",
+                KeystoreConfig::FortanixSdkms(_) => "fortanix",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

@@ -185,7 +185,7 @@ pub(crate) struct RawKeystore {
     // Backends KES supports and this server does not: kept opaque (their fields are neither
     // checked nor warned about) so the server can refuse to start and name the backend.
     #[serde(default, deserialize_with = "present")]
-    pub fortanix: Option<serde_yaml::Value>,
+    pub fortanix: Option<RawFortanix>,
     #[serde(default, deserialize_with = "present")]
     pub gemalto: Option<serde_yaml::Value>,
     #[serde(default, deserialize_with = "present")]
@@ -319,6 +319,30 @@ pub(crate) struct RawAzureCredentials {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawManagedIdentity {
     pub client_id: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFortanix {
+    pub sdkms: Option<RawSdkms>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSdkms {
+    pub endpoint: Option<Scalar>,
+    pub group_id: Option<Scalar>,
+    pub credentials: Option<RawSdkmsCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSdkmsCredentials {
+    pub key: Option<Scalar>,
+}
+
+/// A `tls:` block that only names the CAs to trust.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawCaOnly {
+    pub ca: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
