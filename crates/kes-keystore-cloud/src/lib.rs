@@ -1,6 +1,6 @@
 //! Keystores on KMSes reached over their REST APIs, each storing keys exactly where and how
 //! MinIO KES stores them, so a KES deployment keeps its `keystore:` section and its keys: GCP
-//! Secret Manager (`gcp`), Azure Key Vault (`azure`).
+//! Secret Manager (`gcp`), Azure Key Vault (`azure`), Fortanix DSM (`fortanix`).
 //!
 //! One crate rather than one per backend: the backends share everything but their API
 //! mapping (the HTTPS client with its CA option, bounded retries honouring `Retry-After`, the
@@ -16,7 +16,7 @@
 
 // Without any backend the shared plumbing has no user.
 #![cfg_attr(
-    not(any(feature = "gcp", feature = "azure")),
+    not(any(feature = "gcp", feature = "azure", feature = "fortanix")),
     allow(dead_code, unused_imports)
 )]
 
@@ -25,6 +25,8 @@ mod token;
 
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "fortanix")]
+pub mod fortanix;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 

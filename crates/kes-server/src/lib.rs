@@ -222,6 +222,23 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::AzureKeyVault(_) => Err(ServerError::UnsupportedKeystore(
             "azure (left out of this build: cargo feature `azure`)".into(),
         )),
+        #[cfg(feature = "fortanix")]
+        KeystoreConfig::FortanixSdkms(f) => {
+            let f = f.clone();
+            connect_or_wait("fortanix", &f.endpoint.clone(), move || {
+                let f = f.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::fortanix::FortanixStore::connect(&f)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "fortanix"))]
+        KeystoreConfig::FortanixSdkms(_) => Err(ServerError::UnsupportedKeystore(
+            "fortanix (left out of this build: cargo feature `fortanix`)".into(),
+        )),
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
     }
 }

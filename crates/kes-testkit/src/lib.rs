@@ -9,12 +9,14 @@
 pub mod azure;
 pub mod bao;
 pub mod fake;
+pub mod fortanix;
 pub mod gcp;
 pub mod moto;
 
 pub use azure::AzureFake;
 pub use bao::{Bao, ROOT_TOKEN};
 pub use fake::FakeServer;
+pub use fortanix::FortanixFake;
 pub use gcp::Gcp;
 pub use moto::{Moto, REGION};
 
