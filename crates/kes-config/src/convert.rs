@@ -13,9 +13,9 @@ use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
     ApiOverride, AwsConfig, AzureAuth, AzureConfig, CacheConfig, ClientAuth, ClusterConfig,
-    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeystoreConfig,
-    KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole, VaultConfig,
-    VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT,
+    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeySecureConfig,
+    KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole,
+    VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT,
     DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
 
@@ -476,6 +476,9 @@ impl Cx<'_> {
         if let Some(f) = raw.fortanix {
             return Ok(KeystoreConfig::FortanixSdkms(self.fortanix(f)?));
         }
+        if let Some(g) = raw.gemalto {
+            return Ok(KeystoreConfig::KeySecure(self.keysecure(g)?));
+        }
         match names.into_iter().next() {
             Some(name) => Ok(KeystoreConfig::Unsupported(name)),
             None => Err(ConfigError::NoKeystore),
@@ -681,6 +684,23 @@ impl Cx<'_> {
             api_key: self.required(creds.key.as_ref(), &p("credentials.key"))?,
             ca: self
                 .text(sdkms.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
+    }
+
+    fn keysecure(&self, raw: raw::RawGemalto) -> Result<KeySecureConfig, ConfigError> {
+        const K: &str = "keystore.gemalto.keysecure";
+        let p = |f: &str| join(K, f);
+        let Some(ks) = raw.keysecure else {
+            return Err(self.missing(K));
+        };
+        let creds = ks.credentials.unwrap_or_default();
+        Ok(KeySecureConfig {
+            endpoint: self.required(ks.endpoint.as_ref(), &p("endpoint"))?,
+            token: self.required(creds.token.as_ref(), &p("credentials.token"))?,
+            domain: self.text(creds.domain.as_ref(), &p("credentials.domain"))?,
+            ca: self
+                .text(ks.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
                 .map(PathBuf::from),
         })
     }
@@ -1247,10 +1267,10 @@ keystore:
         let c = ok(&format!("{no_ks}keystore:\n  memory:\n")).config;
         assert_eq!(c.keystore, KeystoreConfig::Memory);
         let c = ok(&format!(
-            "{no_ks}keystore:\n  gemalto:\n    keysecure:\n      endpoint: x\n      retry: 5\n"
+            "{no_ks}keystore:\n  entrust:\n    keycontrol:\n      endpoint: x\n"
         ))
         .config;
-        assert_eq!(c.keystore, KeystoreConfig::Unsupported("gemalto".into()));
+        assert_eq!(c.keystore, KeystoreConfig::Unsupported("entrust".into()));
     }
 
     #[test]
@@ -1523,6 +1543,41 @@ keystore:
             Ok(_) => panic!("the key is required"),
         };
         assert_eq!(e.field(), Some("keystore.fortanix.sdkms.credentials.key"));
+    }
+
+    #[test]
+    fn keysecure_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  gemalto:
+    keysecure:
+      endpoint: https://ciphertrust.example
+      credentials:
+        token: ${{KS_TOKEN}}
+        domain: kes
+        retry: 15s
+      tls:
+        ca: /etc/kes/ks-ca.pem
+"
+        );
+        let env = |n: &str| (n == "KS_TOKEN").then(|| "refresh-secret".to_owned());
+        let p = ok_with(&text, &env);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let KeystoreConfig::KeySecure(k) = p.config.keystore else {
+            panic!("not keysecure")
+        };
+        assert_eq!(k.token, "refresh-secret");
+        assert_eq!(k.domain.as_deref(), Some("kes"));
+        assert!(!format!("{k:?}").contains("refresh-secret"));
+        let e = match crate::parse(&text.replace("        token: ${KS_TOKEN}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("the token is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.gemalto.keysecure.credentials.token")
+        );
     }
 
     const CLUSTER: &str = "\

@@ -261,8 +261,10 @@ pub enum KeystoreConfig {
     AzureKeyVault(AzureConfig),
     /// Fortanix DSM (SDKMS).
     FortanixSdkms(FortanixConfig),
-    /// A backend KES supports and this server does not (`gemalto`, `entrust`): its name, so
-    /// the server can refuse to start and say why.
+    /// Thales CipherTrust Manager / Gemalto KeySecure.
+    KeySecure(KeySecureConfig),
+    /// A backend KES supports and this server does not (`entrust`): its name, so the server
+    /// can refuse to start and say why.
     Unsupported(String),
 }
 
@@ -508,6 +510,29 @@ impl fmt::Debug for FortanixConfig {
     }
 }
 
+/// `keystore.gemalto.keysecure`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecureConfig {
+    pub endpoint: String,
+    /// The refresh token (`credentials.token`).
+    pub token: String,
+    /// The domain the token belongs to; the root domain when `None`.
+    pub domain: Option<String>,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for KeySecureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySecureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
 fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
@@ -698,6 +723,7 @@ mod tests {
                 KeystoreConfig::GcpSecretManager(_) => "gcp",
                 KeystoreConfig::AzureKeyVault(_) => "azure",
                 KeystoreConfig::FortanixSdkms(_) => "fortanix",
+                KeystoreConfig::KeySecure(_) => "gemalto",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

@@ -187,7 +187,7 @@ pub(crate) struct RawKeystore {
     #[serde(default, deserialize_with = "present")]
     pub fortanix: Option<RawFortanix>,
     #[serde(default, deserialize_with = "present")]
-    pub gemalto: Option<serde_yaml::Value>,
+    pub gemalto: Option<RawGemalto>,
     #[serde(default, deserialize_with = "present")]
     pub gcp: Option<RawGcp>,
     #[serde(default, deserialize_with = "present")]
@@ -337,6 +337,27 @@ pub(crate) struct RawSdkms {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawSdkmsCredentials {
     pub key: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGemalto {
+    pub keysecure: Option<RawKeySecure>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeySecure {
+    pub endpoint: Option<Scalar>,
+    pub credentials: Option<RawKeySecureCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeySecureCredentials {
+    pub token: Option<Scalar>,
+    pub domain: Option<Scalar>,
+    /// In KES's sample and ignored by KES: accepted without effect.
+    #[allow(dead_code)]
+    pub retry: Option<Scalar>,
 }
 
 /// A `tls:` block that only names the CAs to trust.
