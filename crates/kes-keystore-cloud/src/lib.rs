@@ -1,6 +1,7 @@
 //! Keystores on KMSes reached over their REST APIs, each storing keys exactly where and how
 //! MinIO KES stores them, so a KES deployment keeps its `keystore:` section and its keys: GCP
-//! Secret Manager (`gcp`), Azure Key Vault (`azure`), Fortanix DSM (`fortanix`).
+//! Secret Manager (`gcp`), Azure Key Vault (`azure`), Fortanix DSM (`fortanix`), Thales
+//! CipherTrust Manager / Gemalto KeySecure (`keysecure`).
 //!
 //! One crate rather than one per backend: the backends share everything but their API
 //! mapping (the HTTPS client with its CA option, bounded retries honouring `Retry-After`, the
@@ -16,7 +17,12 @@
 
 // Without any backend the shared plumbing has no user.
 #![cfg_attr(
-    not(any(feature = "gcp", feature = "azure", feature = "fortanix")),
+    not(any(
+        feature = "gcp",
+        feature = "azure",
+        feature = "fortanix",
+        feature = "keysecure"
+    )),
     allow(dead_code, unused_imports)
 )]
 
@@ -29,6 +35,8 @@ pub mod azure;
 pub mod fortanix;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(feature = "keysecure")]
+pub mod keysecure;
 
 pub use http::{
     Limits, DEFAULT_ATTEMPTS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRY_AFTER,

@@ -239,6 +239,23 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::FortanixSdkms(_) => Err(ServerError::UnsupportedKeystore(
             "fortanix (left out of this build: cargo feature `fortanix`)".into(),
         )),
+        #[cfg(feature = "keysecure")]
+        KeystoreConfig::KeySecure(k) => {
+            let k = k.clone();
+            connect_or_wait("gemalto", &k.endpoint.clone(), move || {
+                let k = k.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::keysecure::KeySecureStore::connect(&k)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "keysecure"))]
+        KeystoreConfig::KeySecure(_) => Err(ServerError::UnsupportedKeystore(
+            "gemalto (left out of this build: cargo feature `keysecure`)".into(),
+        )),
         KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
     }
 }

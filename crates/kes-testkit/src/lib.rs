@@ -11,6 +11,7 @@ pub mod bao;
 pub mod fake;
 pub mod fortanix;
 pub mod gcp;
+pub mod keysecure;
 pub mod moto;
 
 pub use azure::AzureFake;
@@ -18,6 +19,7 @@ pub use bao::{Bao, ROOT_TOKEN};
 pub use fake::FakeServer;
 pub use fortanix::FortanixFake;
 pub use gcp::Gcp;
+pub use keysecure::KeySecureFake;
 pub use moto::{Moto, REGION};
 
 use anyhow::{Context, Result};
