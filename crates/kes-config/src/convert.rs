@@ -13,10 +13,10 @@ use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
     ApiOverride, AwsConfig, AzureAuth, AzureConfig, CacheConfig, ClientAuth, ClusterConfig,
-    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeySecureConfig,
-    KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig, TlsConfig, VaultAppRole,
-    VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS, DEFAULT_GCP_ENDPOINT,
-    DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
+    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeyControlConfig,
+    KeySecureConfig, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig,
+    TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
+    DEFAULT_GCP_ENDPOINT, DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
 
 pub(crate) fn parse(
@@ -479,10 +479,10 @@ impl Cx<'_> {
         if let Some(g) = raw.gemalto {
             return Ok(KeystoreConfig::KeySecure(self.keysecure(g)?));
         }
-        match names.into_iter().next() {
-            Some(name) => Ok(KeystoreConfig::Unsupported(name)),
-            None => Err(ConfigError::NoKeystore),
+        if let Some(e) = raw.entrust {
+            return Ok(KeystoreConfig::KeyControl(self.keycontrol(e)?));
         }
+        Err(ConfigError::NoKeystore)
     }
 
     fn vault(&self, raw: raw::RawVault) -> Result<VaultConfig, ConfigError> {
@@ -701,6 +701,25 @@ impl Cx<'_> {
             domain: self.text(creds.domain.as_ref(), &p("credentials.domain"))?,
             ca: self
                 .text(ks.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
+    }
+
+    fn keycontrol(&self, raw: raw::RawEntrust) -> Result<KeyControlConfig, ConfigError> {
+        const K: &str = "keystore.entrust.keycontrol";
+        let p = |f: &str| join(K, f);
+        let Some(kc) = raw.keycontrol else {
+            return Err(self.missing(K));
+        };
+        let creds = kc.credentials.unwrap_or_default();
+        Ok(KeyControlConfig {
+            endpoint: self.required(kc.endpoint.as_ref(), &p("endpoint"))?,
+            vault_id: self.required(kc.vault_id.as_ref(), &p("vault_id"))?,
+            box_id: self.required(kc.box_id.as_ref(), &p("box_id"))?,
+            username: self.required(creds.username.as_ref(), &p("credentials.username"))?,
+            password: self.required(creds.password.as_ref(), &p("credentials.password"))?,
+            ca: self
+                .text(kc.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
                 .map(PathBuf::from),
         })
     }
@@ -1266,11 +1285,10 @@ keystore:
         assert_eq!(e.field(), Some("keystore.fs.path"));
         let c = ok(&format!("{no_ks}keystore:\n  memory:\n")).config;
         assert_eq!(c.keystore, KeystoreConfig::Memory);
-        let c = ok(&format!(
+        let e = err(&format!(
             "{no_ks}keystore:\n  entrust:\n    keycontrol:\n      endpoint: x\n"
-        ))
-        .config;
-        assert_eq!(c.keystore, KeystoreConfig::Unsupported("entrust".into()));
+        ));
+        assert_eq!(e.field(), Some("keystore.entrust.keycontrol.vault_id"));
     }
 
     #[test]
@@ -1578,6 +1596,37 @@ keystore:
             e.field(),
             Some("keystore.gemalto.keysecure.credentials.token")
         );
+    }
+
+    #[test]
+    fn keycontrol_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  entrust:
+    keycontrol:
+      endpoint: https://keycontrol.example
+      vault_id: v1
+      box_id: b1
+      credentials:
+        username: kes
+        password: ${{KC_PASSWORD}}
+      tls:
+        ca: /etc/kes/kc-ca.pem
+"
+        );
+        let env = |n: &str| (n == "KC_PASSWORD").then(|| "pa55word".to_owned());
+        let KeystoreConfig::KeyControl(k) = ok_with(&text, &env).config.keystore else {
+            panic!("not keycontrol")
+        };
+        assert_eq!((k.vault_id.as_str(), k.box_id.as_str()), ("v1", "b1"));
+        assert_eq!(k.password, "pa55word");
+        assert!(!format!("{k:?}").contains("pa55word"));
+        let e = match crate::parse(&text.replace("      box_id: b1\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("box_id is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.entrust.keycontrol.box_id"));
     }
 
     const CLUSTER: &str = "\

@@ -263,9 +263,8 @@ pub enum KeystoreConfig {
     FortanixSdkms(FortanixConfig),
     /// Thales CipherTrust Manager / Gemalto KeySecure.
     KeySecure(KeySecureConfig),
-    /// A backend KES supports and this server does not (`entrust`): its name, so the server
-    /// can refuse to start and say why.
-    Unsupported(String),
+    /// Entrust KeyControl.
+    KeyControl(KeyControlConfig),
 }
 
 /// `keystore.vault`. String fields left empty in the file are empty here.
@@ -533,6 +532,31 @@ impl fmt::Debug for KeySecureConfig {
     }
 }
 
+/// `keystore.entrust.keycontrol`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyControlConfig {
+    pub endpoint: String,
+    pub vault_id: String,
+    pub box_id: String,
+    pub username: String,
+    pub password: String,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for KeyControlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyControlConfig")
+            .field("endpoint", &self.endpoint)
+            .field("vault_id", &self.vault_id)
+            .field("box_id", &self.box_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
 fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
@@ -724,6 +748,7 @@ mod tests {
                 KeystoreConfig::AzureKeyVault(_) => "azure",
                 KeystoreConfig::FortanixSdkms(_) => "fortanix",
                 KeystoreConfig::KeySecure(_) => "gemalto",
+                KeystoreConfig::KeyControl(_) => "entrust",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

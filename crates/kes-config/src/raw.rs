@@ -182,8 +182,6 @@ pub(crate) struct RawKeystore {
     pub vault: Option<RawVault>,
     #[serde(default, deserialize_with = "present")]
     pub aws: Option<RawAws>,
-    // Backends KES supports and this server does not: kept opaque (their fields are neither
-    // checked nor warned about) so the server can refuse to start and name the backend.
     #[serde(default, deserialize_with = "present")]
     pub fortanix: Option<RawFortanix>,
     #[serde(default, deserialize_with = "present")]
@@ -193,7 +191,7 @@ pub(crate) struct RawKeystore {
     #[serde(default, deserialize_with = "present")]
     pub azure: Option<RawAzure>,
     #[serde(default, deserialize_with = "present")]
-    pub entrust: Option<serde_yaml::Value>,
+    pub entrust: Option<RawEntrust>,
     /// In KES's schema but ignored by KES HEAD; accepted with a warning.
     pub kes: Option<serde_yaml::Value>,
 }
@@ -358,6 +356,26 @@ pub(crate) struct RawKeySecureCredentials {
     /// In KES's sample and ignored by KES: accepted without effect.
     #[allow(dead_code)]
     pub retry: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawEntrust {
+    pub keycontrol: Option<RawKeyControl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyControl {
+    pub endpoint: Option<Scalar>,
+    pub vault_id: Option<Scalar>,
+    pub box_id: Option<Scalar>,
+    pub credentials: Option<RawKeyControlCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyControlCredentials {
+    pub username: Option<Scalar>,
+    pub password: Option<Scalar>,
 }
 
 /// A `tls:` block that only names the CAs to trust.

@@ -256,7 +256,23 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::KeySecure(_) => Err(ServerError::UnsupportedKeystore(
             "gemalto (left out of this build: cargo feature `keysecure`)".into(),
         )),
-        KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
+        #[cfg(feature = "entrust")]
+        KeystoreConfig::KeyControl(k) => {
+            let k = k.clone();
+            connect_or_wait("entrust", &k.endpoint.clone(), move || {
+                let k = k.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::keycontrol::KeyControlStore::connect(&k)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "entrust"))]
+        KeystoreConfig::KeyControl(_) => Err(ServerError::UnsupportedKeystore(
+            "entrust (left out of this build: cargo feature `entrust`)".into(),
+        )),
     }
 }
 
