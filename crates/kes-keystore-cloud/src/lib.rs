@@ -1,7 +1,7 @@
 //! Keystores on KMSes reached over their REST APIs, each storing keys exactly where and how
 //! MinIO KES stores them, so a KES deployment keeps its `keystore:` section and its keys: GCP
 //! Secret Manager (`gcp`), Azure Key Vault (`azure`), Fortanix DSM (`fortanix`), Thales
-//! CipherTrust Manager / Gemalto KeySecure (`keysecure`).
+//! CipherTrust Manager / Gemalto KeySecure (`keysecure`), Entrust KeyControl (`entrust`).
 //!
 //! One crate rather than one per backend: the backends share everything but their API
 //! mapping (the HTTPS client with its CA option, bounded retries honouring `Retry-After`, the
@@ -21,7 +21,8 @@
         feature = "gcp",
         feature = "azure",
         feature = "fortanix",
-        feature = "keysecure"
+        feature = "keysecure",
+        feature = "entrust"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -35,6 +36,8 @@ pub mod azure;
 pub mod fortanix;
 #[cfg(feature = "gcp")]
 pub mod gcp;
+#[cfg(feature = "entrust")]
+pub mod keycontrol;
 #[cfg(feature = "keysecure")]
 pub mod keysecure;
 

@@ -11,6 +11,7 @@ pub mod bao;
 pub mod fake;
 pub mod fortanix;
 pub mod gcp;
+pub mod keycontrol;
 pub mod keysecure;
 pub mod moto;
 
@@ -19,6 +20,7 @@ pub use bao::{Bao, ROOT_TOKEN};
 pub use fake::FakeServer;
 pub use fortanix::FortanixFake;
 pub use gcp::Gcp;
+pub use keycontrol::KeyControlFake;
 pub use keysecure::KeySecureFake;
 pub use moto::{Moto, REGION};
 
