@@ -12,10 +12,11 @@ use crate::duration::parse_duration;
 use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
-    ApiOverride, AwsConfig, AzureAuth, AzureConfig, CacheConfig, ClientAuth, ClusterConfig,
-    ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials, KeyControlConfig,
-    KeySecureConfig, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed, PolicyConfig,
-    TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
+    ApiOverride, AwsConfig, AzureAuth, AzureConfig, BitwardenConfig, CacheConfig, ClientAuth,
+    ClusterConfig, ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials,
+    KeyControlConfig, KeySecureConfig, KeystoreConfig, KvVersion, LogConfig, LogLevel, Parsed,
+    PolicyConfig, TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit,
+    DEFAULT_ADDRESS, DEFAULT_BITWARDEN_API_URL, DEFAULT_BITWARDEN_IDENTITY_URL,
     DEFAULT_GCP_ENDPOINT, DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
 
@@ -445,6 +446,7 @@ impl Cx<'_> {
             ("gcp", raw.gcp.is_some()),
             ("azure", raw.azure.is_some()),
             ("entrust", raw.entrust.is_some()),
+            ("bitwarden", raw.bitwarden.is_some()),
         ];
         let names: Vec<String> = named
             .iter()
@@ -481,6 +483,9 @@ impl Cx<'_> {
         }
         if let Some(e) = raw.entrust {
             return Ok(KeystoreConfig::KeyControl(self.keycontrol(e)?));
+        }
+        if let Some(b) = raw.bitwarden {
+            return Ok(KeystoreConfig::Bitwarden(self.bitwarden(b)?));
         }
         Err(ConfigError::NoKeystore)
     }
@@ -721,6 +726,29 @@ impl Cx<'_> {
             ca: self
                 .text(kc.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
                 .map(PathBuf::from),
+        })
+    }
+
+    fn bitwarden(&self, raw: raw::RawBitwarden) -> Result<BitwardenConfig, ConfigError> {
+        const B: &str = "keystore.bitwarden.secretsmanager";
+        let p = |f: &str| join(B, f);
+        let Some(sm) = raw.secretsmanager else {
+            return Err(self.missing(B));
+        };
+        Ok(BitwardenConfig {
+            api_url: self.text_or(
+                sm.api_url.as_ref(),
+                &p("api_url"),
+                DEFAULT_BITWARDEN_API_URL,
+            )?,
+            identity_url: self.text_or(
+                sm.identity_url.as_ref(),
+                &p("identity_url"),
+                DEFAULT_BITWARDEN_IDENTITY_URL,
+            )?,
+            organization_id: self.text(sm.organization_id.as_ref(), &p("organization_id"))?,
+            project_id: self.required(sm.project_id.as_ref(), &p("project_id"))?,
+            access_token: self.required(sm.access_token.as_ref(), &p("access_token"))?,
         })
     }
 
@@ -1627,6 +1655,35 @@ keystore:
             Ok(_) => panic!("box_id is required"),
         };
         assert_eq!(e.field(), Some("keystore.entrust.keycontrol.box_id"));
+    }
+
+    #[test]
+    fn bitwarden_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  bitwarden:
+    secretsmanager:
+      project_id: p1
+      access_token: ${{BWS_ACCESS_TOKEN}}
+"
+        );
+        let env = |n: &str| (n == "BWS_ACCESS_TOKEN").then(|| "0.id.secret:a2V5".to_owned());
+        let KeystoreConfig::Bitwarden(b) = ok_with(&text, &env).config.keystore else {
+            panic!("not bitwarden")
+        };
+        assert_eq!(b.api_url, crate::DEFAULT_BITWARDEN_API_URL);
+        assert_eq!(b.identity_url, crate::DEFAULT_BITWARDEN_IDENTITY_URL);
+        assert_eq!(b.organization_id, None);
+        assert!(!format!("{b:?}").contains("secret:a2V5"));
+        let e = match crate::parse(&text.replace("      project_id: p1\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("project_id is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.bitwarden.secretsmanager.project_id")
+        );
     }
 
     const CLUSTER: &str = "\

@@ -265,6 +265,8 @@ pub enum KeystoreConfig {
     KeySecure(KeySecureConfig),
     /// Entrust KeyControl.
     KeyControl(KeyControlConfig),
+    /// Bitwarden Secrets Manager (not a KES backend).
+    Bitwarden(BitwardenConfig),
 }
 
 /// `keystore.vault`. String fields left empty in the file are empty here.
@@ -557,6 +559,36 @@ impl fmt::Debug for KeyControlConfig {
     }
 }
 
+/// Bitwarden's cloud API when the file sets none.
+pub const DEFAULT_BITWARDEN_API_URL: &str = "https://api.bitwarden.com";
+/// Bitwarden's cloud identity service when the file sets none.
+pub const DEFAULT_BITWARDEN_IDENTITY_URL: &str = "https://identity.bitwarden.com";
+
+/// `keystore.bitwarden.secretsmanager`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BitwardenConfig {
+    pub api_url: String,
+    pub identity_url: String,
+    /// The organisation; taken from the access token's claims when `None`.
+    pub organization_id: Option<String>,
+    /// The project keys are created in; the machine account needs write access to it.
+    pub project_id: String,
+    /// A machine account's access token, `0.<id>.<secret>:<key>`.
+    pub access_token: String,
+}
+
+impl fmt::Debug for BitwardenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BitwardenConfig")
+            .field("api_url", &self.api_url)
+            .field("identity_url", &self.identity_url)
+            .field("organization_id", &self.organization_id)
+            .field("project_id", &self.project_id)
+            .field("access_token", &"<redacted>")
+            .finish()
+    }
+}
+
 fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }
@@ -749,6 +781,7 @@ mod tests {
                 KeystoreConfig::FortanixSdkms(_) => "fortanix",
                 KeystoreConfig::KeySecure(_) => "gemalto",
                 KeystoreConfig::KeyControl(_) => "entrust",
+                KeystoreConfig::Bitwarden(_) => "bitwarden",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

@@ -192,6 +192,9 @@ pub(crate) struct RawKeystore {
     pub azure: Option<RawAzure>,
     #[serde(default, deserialize_with = "present")]
     pub entrust: Option<RawEntrust>,
+    /// Not in KES: Bitwarden Secrets Manager.
+    #[serde(default, deserialize_with = "present")]
+    pub bitwarden: Option<RawBitwarden>,
     /// In KES's schema but ignored by KES HEAD; accepted with a warning.
     pub kes: Option<serde_yaml::Value>,
 }
@@ -376,6 +379,20 @@ pub(crate) struct RawKeyControl {
 pub(crate) struct RawKeyControlCredentials {
     pub username: Option<Scalar>,
     pub password: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBitwarden {
+    pub secretsmanager: Option<RawBitwardenSm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBitwardenSm {
+    pub api_url: Option<Scalar>,
+    pub identity_url: Option<Scalar>,
+    pub organization_id: Option<Scalar>,
+    pub project_id: Option<Scalar>,
+    pub access_token: Option<Scalar>,
 }
 
 /// A `tls:` block that only names the CAs to trust.
