@@ -1,7 +1,8 @@
 //! Keystores on KMSes reached over their REST APIs, each storing keys exactly where and how
 //! MinIO KES stores them, so a KES deployment keeps its `keystore:` section and its keys: GCP
 //! Secret Manager (`gcp`), Azure Key Vault (`azure`), Fortanix DSM (`fortanix`), Thales
-//! CipherTrust Manager / Gemalto KeySecure (`keysecure`), Entrust KeyControl (`entrust`).
+//! CipherTrust Manager / Gemalto KeySecure (`keysecure`), Entrust KeyControl (`entrust`), and Bitwarden Secrets Manager
+//! (`bitwarden`), which KES never had.
 //!
 //! One crate rather than one per backend: the backends share everything but their API
 //! mapping (the HTTPS client with its CA option, bounded retries honouring `Retry-After`, the
@@ -22,7 +23,8 @@
         feature = "azure",
         feature = "fortanix",
         feature = "keysecure",
-        feature = "entrust"
+        feature = "entrust",
+        feature = "bitwarden"
     )),
     allow(dead_code, unused_imports)
 )]
@@ -32,6 +34,8 @@ mod token;
 
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "bitwarden")]
+pub mod bitwarden;
 #[cfg(feature = "fortanix")]
 pub mod fortanix;
 #[cfg(feature = "gcp")]

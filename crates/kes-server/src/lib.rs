@@ -273,6 +273,23 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::KeyControl(_) => Err(ServerError::UnsupportedKeystore(
             "entrust (left out of this build: cargo feature `entrust`)".into(),
         )),
+        #[cfg(feature = "bitwarden")]
+        KeystoreConfig::Bitwarden(b) => {
+            let b = b.clone();
+            connect_or_wait("bitwarden", &b.api_url.clone(), move || {
+                let b = b.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::bitwarden::BitwardenStore::connect(&b)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "bitwarden"))]
+        KeystoreConfig::Bitwarden(_) => Err(ServerError::UnsupportedKeystore(
+            "bitwarden (left out of this build: cargo feature `bitwarden`)".into(),
+        )),
     }
 }
 

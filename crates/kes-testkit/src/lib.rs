@@ -8,6 +8,7 @@
 
 pub mod azure;
 pub mod bao;
+pub mod bitwarden;
 pub mod fake;
 pub mod fortanix;
 pub mod gcp;
@@ -17,6 +18,7 @@ pub mod moto;
 
 pub use azure::AzureFake;
 pub use bao::{Bao, ROOT_TOKEN};
+pub use bitwarden::BitwardenFake;
 pub use fake::FakeServer;
 pub use fortanix::FortanixFake;
 pub use gcp::Gcp;
