@@ -8,8 +8,8 @@
 //!   name stays usable. When the answer to it is lost, the secret may be left without a
 //!   version: it then reads as not found, and a create of the name reports that it exists
 //!   until it is deleted (the cluster's leader settles such a create once the KMS answers).
-//! * Get: `GET …/secrets/<name>/versions/1:access`. A disabled or destroyed version 1 is an
-//!   invalid entry, not a missing one.
+//! * Get: `GET …/secrets/<name>/versions/1:access`. A disabled or destroyed version 1 reads as
+//!   not found, so disabling it in Secret Manager revokes the key.
 //! * Delete: `DELETE …/secrets/<name>` (every version).
 //! * List: every page of `GET …/secrets`, the last path segment of each name, then KES's
 //!   common paging.
@@ -496,16 +496,18 @@ impl KeyStore for GcpStore {
         let url = format!("{}/versions/1:access", self.inner.secret_url(name));
         let a = self.inner.call(Op::Idempotent, |c, _| c.get(&url)).await?;
         if !a.ok() {
-            return Err(match a.status {
-                // FAILED_PRECONDITION: version 1 is disabled or destroyed.
-                400 | 412 if a.message().to_ascii_lowercase().contains("state") => {
-                    StoreError::Invalid(format!(
-                        "version 1 of the secret is not enabled: {}",
-                        a.message()
-                    ))
-                }
-                _ => a.error(SERVICE, Op::Idempotent),
-            });
+            // FAILED_PRECONDITION: version 1 is disabled or destroyed, so the key is revoked.
+            let status = serde_json::from_slice::<serde_json::Value>(&a.body)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/error/status")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned)
+                });
+            if matches!(a.status, 400 | 412) && status.as_deref() == Some("FAILED_PRECONDITION") {
+                return Err(StoreError::NotFound);
+            }
+            return Err(a.error(SERVICE, Op::Idempotent));
         }
         let v: AccessAnswer = a.json(SERVICE)?;
         let value = B64

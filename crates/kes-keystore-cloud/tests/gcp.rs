@@ -123,6 +123,20 @@ async fn kes_layout_compatibility() {
 
     let page = store.list("", "", 100).await.unwrap();
     assert_eq!(page.names, ["from-kes", "legacy", "to-kes"]);
+    // A disabled version 1 is a revoked key; the name stays taken.
+    let (s, v) = gcp
+        .api(Method::POST, &secrets("/legacy/versions/1:disable"), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert!(matches!(
+        store.get("legacy").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.create("legacy", b"v").await,
+        Err(StoreError::AlreadyExists)
+    ));
     store.delete("to-kes").await.unwrap();
     let (s, _) = gcp
         .api(Method::GET, &secrets("/to-kes"), None)
