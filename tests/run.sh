@@ -21,9 +21,9 @@ fi
 step "build (dev profile, all targets)"
 cargo build --workspace --all-targets --locked
 
-# OpenBao and moto for the Vault and AWS backends (a virtualenv under target/); the tests start
-# and stop their own servers from it, and fail rather than skip when it is missing.
-step "external keystores for the backend tests (OpenBao, moto)"
+# OpenBao, moto and drongo for the Vault, AWS and GCP backends (a virtualenv under target/); the
+# tests start and stop their own servers from it, and fail rather than skip when it is missing.
+step "external keystores for the backend tests (OpenBao, moto, drongo)"
 tests/services.sh install
 export KES_REQUIRE_SERVICES=1
 

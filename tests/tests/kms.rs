@@ -1,4 +1,5 @@
-//! A three-node cluster on an external KMS (OpenBao with file storage, moto's Secrets Manager),
+//! A three-node cluster on an external KMS (OpenBao with file storage, moto's Secrets Manager,
+//! drongo's GCP Secret Manager behind its OAuth2 front end),
 //! with real processes: cache expiry against the KMS, and serving through KMS outages (the
 //! server stopped, or hung with SIGSTOP), a node restarted during one, and recovery without
 //! operator action.
@@ -8,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kes_server::local::LocalOptions;
-use kes_testkit::{Bao, Moto};
+use kes_testkit::{Bao, Gcp, Moto};
 use kes_tests::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -504,4 +505,139 @@ async fn moto_outage_and_recovery() {
         failures.len()
     );
     assert_same_keys(&c).await;
+}
+
+/// The same outage semantics with a cloud keystore that logs in with expiring tokens: GCP
+/// Secret Manager (drongo) behind the OAuth2 front end, the service-account key in the YAML as
+/// copied from a key file (with `\n` escapes).
+#[tokio::test(flavor = "multi_thread")]
+async fn gcp_outage_and_recovery() {
+    let Some(gcp) = Gcp::start().await else {
+        return;
+    };
+    let cfg = gcp.config();
+    let creds = cfg.credentials.clone().unwrap();
+    let yaml = format!(
+        "  gcp:\n    secretmanager:\n      project_id: {}\n      endpoint: {}\n      credentials:\n        client_email: {}\n        client_id: \"1\"\n        private_key_id: {}\n        private_key: '{}'\n        token_uri: {}\n",
+        cfg.project_id,
+        cfg.endpoint,
+        creds.client_email,
+        creds.private_key_id,
+        creds.private_key.trim().replace('\n', "\\n"),
+        creds.token_uri,
+    );
+    let c = ProcCluster::start_with(options(yaml, "1h"));
+    c.wait_all_ready(60).await;
+    let all = c.client_for(&[0, 1, 2]);
+    for k in ["g1", "g2"] {
+        all.create_key(k).await.unwrap();
+        crypto_everywhere(&c, k).await;
+    }
+    let secrets = |p: &str| format!("/v1/projects/{}/secrets{p}", cfg.project_id);
+    // Stored as KES stores it: version 1 of a secret named by the key.
+    let (s, v) = gcp
+        .api(
+            reqwest::Method::GET,
+            &secrets("/g1/versions/1:access"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    // A secret created directly (as KES would) and never used.
+    let kv = kes_crypto::KeyVersion::generate(kes_crypto::KeyType::Aes256, "kes");
+    use base64::Engine as _;
+    gcp.api(
+        reqwest::Method::POST,
+        &secrets("?secretId=cold"),
+        Some(json!({"replication": {"automatic": {}}})),
+    )
+    .await
+    .unwrap();
+    gcp.api(
+        reqwest::Method::POST,
+        &secrets("/cold:addVersion"),
+        Some(json!({"payload": {"data": base64::engine::general_purpose::STANDARD.encode(kv.encode())}})),
+    )
+    .await
+    .unwrap();
+
+    // Deleted directly in Secret Manager: stops being served once `any` has passed.
+    all.create_key("gone").await.unwrap();
+    crypto_everywhere(&c, "gone").await;
+    let (s, _) = gcp
+        .api(reqwest::Method::DELETE, &secrets("/gone"), None)
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    for i in 0..NODES {
+        eventually(
+            ANY.as_secs() + 3,
+            "secret deleted in GCP stops working",
+            || {
+                let client = c.client(i);
+                async move {
+                    matches!(client.generate_key("gone", b"").await, Err(e) if e.is_key_not_found())
+                }
+            },
+        )
+        .await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = workload(&c, &[0, 1, 2], &["g1", "g2"], Arc::clone(&stop));
+    // drongo keeps its data in memory: the outage is a hang (SIGSTOP) behind the front end.
+    gcp.drongo().signal("STOP");
+    for i in 0..NODES {
+        eventually(20, "status reports the hung KMS", || {
+            let client = c.client(i);
+            async move { client.status().await.is_ok_and(|s| s.keystore_unreachable) }
+        })
+        .await;
+    }
+    assert_outage_behaviour(&c, &["g1", "g2"], "cold", "gcp").await;
+    let m = c.client(0).cluster_metrics().await.unwrap();
+    assert!(
+        m.contains("kes_cluster_kms_reachable{keystore=\"gcp\"} 0"),
+        "{m}"
+    );
+    gcp.drongo().signal("CONT");
+    assert_recovery(&c, "gcp").await;
+    crypto_everywhere(&c, "cold").await;
+    stop.store(true, Ordering::Relaxed);
+    let (requests, failures) = load.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} failed: {failures:?}",
+        failures.len()
+    );
+    assert_same_keys(&c).await;
+}
+
+/// How a node opens a cloud keystore at start: refused credentials stop the start with the
+/// KMS's message; an unreachable KMS does not, and the store opens once the KMS answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn cloud_keystore_start_waits_for_the_kms_and_refuses_bad_credentials() {
+    use kes_config::KeystoreConfig;
+    let fake = kes_testkit::FortanixFake::start().await.unwrap();
+    let mut refused = fake.config();
+    refused.api_key = "d3Jvbmc6a2V5".into();
+    let e = kes_server::open_keystore(&KeystoreConfig::FortanixSdkms(refused))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&e, kes_server::ServerError::Keystore(kes_keystore::StoreError::Denied(m)) if m.contains("Invalid API key")),
+        "{e}"
+    );
+
+    fake.server.stop().await;
+    let store = kes_server::open_keystore(&KeystoreConfig::FortanixSdkms(fake.config()))
+        .await
+        .unwrap();
+    assert_eq!(store.kind(), "fortanix");
+    assert!(store.status().await.unwrap_err().is_unavailable());
+    fake.server.resume_serving().await.unwrap();
+    store.create("after-start", b"v").await.unwrap();
+    assert_eq!(store.get("after-start").await.unwrap(), b"v");
 }

@@ -12,10 +12,12 @@ use crate::duration::parse_duration;
 use crate::lines::{item, join, LineIndex};
 use crate::raw::{self, Entries, RawConfig, Scalar};
 use crate::{
-    ApiOverride, AwsConfig, CacheConfig, ClientAuth, ClusterConfig, ClusterTls, Config,
-    ConfigError, KeystoreConfig, KvVersion, Limits, LogConfig, LogLevel, Parsed, PolicyConfig,
-    TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls, VaultTransit, DEFAULT_ADDRESS,
-    DEFAULT_VAULT_STATUS_PING,
+    ApiOverride, AwsConfig, AzureAuth, AzureConfig, BitwardenConfig, CacheConfig, ClientAuth,
+    ClusterConfig, ClusterTls, Config, ConfigError, FortanixConfig, GcpConfig, GcpCredentials,
+    KeyControlConfig, KeySecureConfig, KeystoreConfig, KvVersion, Limits, LogConfig, LogLevel,
+    Parsed, PolicyConfig, TlsConfig, VaultAppRole, VaultConfig, VaultKubernetes, VaultTls,
+    VaultTransit, DEFAULT_ADDRESS, DEFAULT_BITWARDEN_API_URL, DEFAULT_BITWARDEN_IDENTITY_URL,
+    DEFAULT_GCP_ENDPOINT, DEFAULT_GCP_SCOPE, DEFAULT_GCP_TOKEN_URI, DEFAULT_VAULT_STATUS_PING,
 };
 
 pub(crate) fn parse(
@@ -510,6 +512,7 @@ impl Cx<'_> {
             ("gcp", raw.gcp.is_some()),
             ("azure", raw.azure.is_some()),
             ("entrust", raw.entrust.is_some()),
+            ("bitwarden", raw.bitwarden.is_some()),
         ];
         let names: Vec<String> = named
             .iter()
@@ -532,10 +535,25 @@ impl Cx<'_> {
         if let Some(a) = raw.aws {
             return Ok(KeystoreConfig::AwsSecretsManager(self.aws(a)?));
         }
-        match names.into_iter().next() {
-            Some(name) => Ok(KeystoreConfig::Unsupported(name)),
-            None => Err(ConfigError::NoKeystore),
+        if let Some(g) = raw.gcp {
+            return Ok(KeystoreConfig::GcpSecretManager(self.gcp(g)?));
         }
+        if let Some(a) = raw.azure {
+            return Ok(KeystoreConfig::AzureKeyVault(self.azure(a)?));
+        }
+        if let Some(f) = raw.fortanix {
+            return Ok(KeystoreConfig::FortanixSdkms(self.fortanix(f)?));
+        }
+        if let Some(g) = raw.gemalto {
+            return Ok(KeystoreConfig::KeySecure(self.keysecure(g)?));
+        }
+        if let Some(e) = raw.entrust {
+            return Ok(KeystoreConfig::KeyControl(self.keycontrol(e)?));
+        }
+        if let Some(b) = raw.bitwarden {
+            return Ok(KeystoreConfig::Bitwarden(self.bitwarden(b)?));
+        }
+        Err(ConfigError::NoKeystore)
     }
 
     fn vault(&self, raw: raw::RawVault) -> Result<VaultConfig, ConfigError> {
@@ -642,6 +660,161 @@ impl Cx<'_> {
             access_key: self.text(creds.accesskey.as_ref(), &p("credentials.accesskey"))?,
             secret_key: self.text(creds.secretkey.as_ref(), &p("credentials.secretkey"))?,
             session_token: self.text(creds.token.as_ref(), &p("credentials.token"))?,
+        })
+    }
+
+    fn gcp(&self, raw: raw::RawGcp) -> Result<GcpConfig, ConfigError> {
+        const G: &str = "keystore.gcp.secretmanager";
+        let p = |f: &str| join(G, f);
+        let Some(sm) = raw.secretmanager else {
+            return Err(self.missing(G));
+        };
+        let mut scopes = Vec::new();
+        for (i, s) in sm.scopes.unwrap_or_default().iter().enumerate() {
+            if let Some(s) = self.text(Some(s), &item(&p("scopes"), i))? {
+                scopes.push(s.trim().to_owned());
+            }
+        }
+        if scopes.is_empty() {
+            scopes.push(DEFAULT_GCP_SCOPE.to_owned());
+        }
+        let credentials = match sm.credentials {
+            None => None,
+            Some(c) => {
+                let email = self.text(c.client_email.as_ref(), &p("credentials.client_email"))?;
+                let key = self.text(c.private_key.as_ref(), &p("credentials.private_key"))?;
+                let id = self.text(c.client_id.as_ref(), &p("credentials.client_id"))?;
+                let key_id =
+                    self.text(c.private_key_id.as_ref(), &p("credentials.private_key_id"))?;
+                match (email, key) {
+                    // KES: an empty credentials block means the default credentials.
+                    (None, None) if id.is_none() && key_id.is_none() => None,
+                    (Some(client_email), Some(private_key)) => Some(GcpCredentials {
+                        client_email,
+                        client_id: id.unwrap_or_default(),
+                        private_key_id: key_id.unwrap_or_default(),
+                        private_key,
+                        token_uri: self.text_or(
+                            c.token_uri.as_ref(),
+                            &p("credentials.token_uri"),
+                            DEFAULT_GCP_TOKEN_URI,
+                        )?,
+                    }),
+                    (None, _) => return Err(self.missing(&p("credentials.client_email"))),
+                    (_, None) => return Err(self.missing(&p("credentials.private_key"))),
+                }
+            }
+        };
+        Ok(GcpConfig {
+            project_id: self.required(sm.project_id.as_ref(), &p("project_id"))?,
+            endpoint: self.text_or(sm.endpoint.as_ref(), &p("endpoint"), DEFAULT_GCP_ENDPOINT)?,
+            scopes,
+            credentials,
+        })
+    }
+
+    fn azure(&self, raw: raw::RawAzure) -> Result<AzureConfig, ConfigError> {
+        const A: &str = "keystore.azure.keyvault";
+        let p = |f: &str| join(A, f);
+        let Some(kv) = raw.keyvault else {
+            return Err(self.missing(A));
+        };
+        let endpoint = self.required(kv.endpoint.as_ref(), &p("endpoint"))?;
+        let auth = match (kv.credentials, kv.managed_identity) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    &p("managed_identity"),
+                    "managed_identity",
+                    "credentials and managed_identity are both specified; want at most one",
+                ))
+            }
+            (Some(c), None) => AzureAuth::ClientSecret {
+                tenant_id: self.required(c.tenant_id.as_ref(), &p("credentials.tenant_id"))?,
+                client_id: self.required(c.client_id.as_ref(), &p("credentials.client_id"))?,
+                client_secret: self
+                    .required(c.client_secret.as_ref(), &p("credentials.client_secret"))?,
+            },
+            (None, Some(m)) => AzureAuth::ManagedIdentity {
+                client_id: self.text(m.client_id.as_ref(), &p("managed_identity.client_id"))?,
+            },
+            (None, None) => AzureAuth::Default,
+        };
+        Ok(AzureConfig { endpoint, auth })
+    }
+
+    fn fortanix(&self, raw: raw::RawFortanix) -> Result<FortanixConfig, ConfigError> {
+        const F: &str = "keystore.fortanix.sdkms";
+        let p = |f: &str| join(F, f);
+        let Some(sdkms) = raw.sdkms else {
+            return Err(self.missing(F));
+        };
+        let creds = sdkms.credentials.unwrap_or_default();
+        Ok(FortanixConfig {
+            endpoint: self.required(sdkms.endpoint.as_ref(), &p("endpoint"))?,
+            group_id: self.text(sdkms.group_id.as_ref(), &p("group_id"))?,
+            api_key: self.required(creds.key.as_ref(), &p("credentials.key"))?,
+            ca: self
+                .text(sdkms.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
+    }
+
+    fn keysecure(&self, raw: raw::RawGemalto) -> Result<KeySecureConfig, ConfigError> {
+        const K: &str = "keystore.gemalto.keysecure";
+        let p = |f: &str| join(K, f);
+        let Some(ks) = raw.keysecure else {
+            return Err(self.missing(K));
+        };
+        let creds = ks.credentials.unwrap_or_default();
+        Ok(KeySecureConfig {
+            endpoint: self.required(ks.endpoint.as_ref(), &p("endpoint"))?,
+            token: self.required(creds.token.as_ref(), &p("credentials.token"))?,
+            domain: self.text(creds.domain.as_ref(), &p("credentials.domain"))?,
+            ca: self
+                .text(ks.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
+    }
+
+    fn keycontrol(&self, raw: raw::RawEntrust) -> Result<KeyControlConfig, ConfigError> {
+        const K: &str = "keystore.entrust.keycontrol";
+        let p = |f: &str| join(K, f);
+        let Some(kc) = raw.keycontrol else {
+            return Err(self.missing(K));
+        };
+        let creds = kc.credentials.unwrap_or_default();
+        Ok(KeyControlConfig {
+            endpoint: self.required(kc.endpoint.as_ref(), &p("endpoint"))?,
+            vault_id: self.required(kc.vault_id.as_ref(), &p("vault_id"))?,
+            box_id: self.required(kc.box_id.as_ref(), &p("box_id"))?,
+            username: self.required(creds.username.as_ref(), &p("credentials.username"))?,
+            password: self.required(creds.password.as_ref(), &p("credentials.password"))?,
+            ca: self
+                .text(kc.tls.unwrap_or_default().ca.as_ref(), &p("tls.ca"))?
+                .map(PathBuf::from),
+        })
+    }
+
+    fn bitwarden(&self, raw: raw::RawBitwarden) -> Result<BitwardenConfig, ConfigError> {
+        const B: &str = "keystore.bitwarden.secretsmanager";
+        let p = |f: &str| join(B, f);
+        let Some(sm) = raw.secretsmanager else {
+            return Err(self.missing(B));
+        };
+        Ok(BitwardenConfig {
+            api_url: self.text_or(
+                sm.api_url.as_ref(),
+                &p("api_url"),
+                DEFAULT_BITWARDEN_API_URL,
+            )?,
+            identity_url: self.text_or(
+                sm.identity_url.as_ref(),
+                &p("identity_url"),
+                DEFAULT_BITWARDEN_IDENTITY_URL,
+            )?,
+            organization_id: self.text(sm.organization_id.as_ref(), &p("organization_id"))?,
+            project_id: self.required(sm.project_id.as_ref(), &p("project_id"))?,
+            access_token: self.required(sm.access_token.as_ref(), &p("access_token"))?,
         })
     }
 
@@ -1245,11 +1418,10 @@ keystore:
         assert_eq!(e.field(), Some("keystore.fs.path"));
         let c = ok(&format!("{no_ks}keystore:\n  memory:\n")).config;
         assert_eq!(c.keystore, KeystoreConfig::Memory);
-        let c = ok(&format!(
-            "{no_ks}keystore:\n  gemalto:\n    keysecure:\n      endpoint: x\n      retry: 5\n"
-        ))
-        .config;
-        assert_eq!(c.keystore, KeystoreConfig::Unsupported("gemalto".into()));
+        let e = err(&format!(
+            "{no_ks}keystore:\n  entrust:\n    keycontrol:\n      endpoint: x\n"
+        ));
+        assert_eq!(e.field(), Some("keystore.entrust.keycontrol.vault_id"));
     }
 
     #[test]
@@ -1373,6 +1545,250 @@ keystore:
         assert_eq!(e.field(), Some("keystore.aws.secretsmanager.region"));
         let e = err(&format!("{no_ks}keystore:\n  aws: {{}}\n"));
         assert_eq!(e.field(), Some("keystore.aws.secretsmanager"));
+    }
+
+    #[test]
+    fn gcp_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  gcp:
+    secretmanager:
+      project_id: my-project
+      endpoint: \"\"
+      scopes:
+        - https://www.googleapis.com/auth/cloud-platform
+        - ${{EXTRA_SCOPE}}
+      credentials:
+        client_email: kes@my-project.iam.gserviceaccount.com
+        client_id: \"1234\"
+        private_key_id: abcd
+        private_key: ${{GCP_KEY}}
+"
+        );
+        let env = |n: &str| match n {
+            "GCP_KEY" => Some("-----BEGIN PRIVATE KEY-----".to_owned()),
+            "EXTRA_SCOPE" => Some("https://example.test/scope".to_owned()),
+            _ => None,
+        };
+        let KeystoreConfig::GcpSecretManager(g) = ok_with(&text, &env).config.keystore else {
+            panic!("not gcp")
+        };
+        assert_eq!(g.project_id, "my-project");
+        assert_eq!(g.endpoint, crate::DEFAULT_GCP_ENDPOINT);
+        assert_eq!(g.scopes.len(), 2);
+        let c = g.credentials.as_ref().unwrap();
+        assert_eq!(c.client_id, "1234");
+        assert_eq!(c.token_uri, crate::DEFAULT_GCP_TOKEN_URI);
+        assert!(!format!("{g:?}").contains("BEGIN PRIVATE KEY"));
+        let e = match crate::parse(&text.replace("      project_id: my-project\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("project_id is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.gcp.secretmanager.project_id"));
+        let e = match crate::parse(&text.replace("        private_key: ${GCP_KEY}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("a key is required with an email"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.gcp.secretmanager.credentials.private_key")
+        );
+        // No credentials: default credentials, and the default scope.
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  gcp:\n    secretmanager:\n      project_id: p\n      credentials:\n        client_email: \"\"\n"
+        ))
+        .config;
+        let KeystoreConfig::GcpSecretManager(g) = c.keystore else {
+            panic!("not gcp")
+        };
+        assert_eq!(g.credentials, None);
+        assert_eq!(g.scopes, [crate::DEFAULT_GCP_SCOPE]);
+    }
+
+    #[test]
+    fn azure_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  azure:
+    keyvault:
+      endpoint: https://kes.vault.azure.net
+      credentials:
+        tenant_id: t
+        client_id: c
+        client_secret: ${{AZURE_SECRET}}
+"
+        );
+        let env = |n: &str| (n == "AZURE_SECRET").then(|| "s3cr3t".to_owned());
+        let KeystoreConfig::AzureKeyVault(a) = ok_with(&text, &env).config.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(a.endpoint, "https://kes.vault.azure.net");
+        assert!(
+            matches!(&a.auth, AzureAuth::ClientSecret { client_secret, .. } if client_secret == "s3cr3t")
+        );
+        assert!(!format!("{a:?}").contains("s3cr3t"));
+        let e = match crate::parse(&text.replace("        tenant_id: t\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("tenant_id is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.azure.keyvault.credentials.tenant_id")
+        );
+        let both = format!("{text}      managed_identity:\n        client_id: m\n");
+        let e = match crate::parse(&both, &env) {
+            Err(e) => e,
+            Ok(_) => panic!("both logins"),
+        };
+        assert_eq!(e.field(), Some("keystore.azure.keyvault.managed_identity"));
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n      managed_identity:\n        client_id: m\n"
+        ))
+        .config;
+        let KeystoreConfig::AzureKeyVault(a) = c.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(
+            a.auth,
+            AzureAuth::ManagedIdentity {
+                client_id: Some("m".into())
+            }
+        );
+        let c = ok(&format!(
+            "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n"
+        ))
+        .config;
+        let KeystoreConfig::AzureKeyVault(a) = c.keystore else {
+            panic!("not azure")
+        };
+        assert_eq!(a.auth, AzureAuth::Default);
+    }
+
+    #[test]
+    fn fortanix_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  fortanix:
+    sdkms:
+      endpoint: https://sdkms.fortanix.com
+      group_id: g1
+      credentials:
+        key: ${{FORTANIX_KEY}}
+      tls:
+        ca: /etc/kes/dsm-ca.pem
+"
+        );
+        let env = |n: &str| (n == "FORTANIX_KEY").then(|| "a2V5OnNlY3JldA==".to_owned());
+        let KeystoreConfig::FortanixSdkms(f) = ok_with(&text, &env).config.keystore else {
+            panic!("not fortanix")
+        };
+        assert_eq!(f.group_id.as_deref(), Some("g1"));
+        assert_eq!(f.api_key, "a2V5OnNlY3JldA==");
+        assert_eq!(f.ca, Some(PathBuf::from("/etc/kes/dsm-ca.pem")));
+        assert!(!format!("{f:?}").contains("a2V5"));
+        let e = match crate::parse(&text.replace("        key: ${FORTANIX_KEY}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("the key is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.fortanix.sdkms.credentials.key"));
+    }
+
+    #[test]
+    fn keysecure_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  gemalto:
+    keysecure:
+      endpoint: https://ciphertrust.example
+      credentials:
+        token: ${{KS_TOKEN}}
+        domain: kes
+        retry: 15s
+      tls:
+        ca: /etc/kes/ks-ca.pem
+"
+        );
+        let env = |n: &str| (n == "KS_TOKEN").then(|| "refresh-secret".to_owned());
+        let p = ok_with(&text, &env);
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        let KeystoreConfig::KeySecure(k) = p.config.keystore else {
+            panic!("not keysecure")
+        };
+        assert_eq!(k.token, "refresh-secret");
+        assert_eq!(k.domain.as_deref(), Some("kes"));
+        assert!(!format!("{k:?}").contains("refresh-secret"));
+        let e = match crate::parse(&text.replace("        token: ${KS_TOKEN}\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("the token is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.gemalto.keysecure.credentials.token")
+        );
+    }
+
+    #[test]
+    fn keycontrol_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  entrust:
+    keycontrol:
+      endpoint: https://keycontrol.example
+      vault_id: v1
+      box_id: b1
+      credentials:
+        username: kes
+        password: ${{KC_PASSWORD}}
+      tls:
+        ca: /etc/kes/kc-ca.pem
+"
+        );
+        let env = |n: &str| (n == "KC_PASSWORD").then(|| "pa55word".to_owned());
+        let KeystoreConfig::KeyControl(k) = ok_with(&text, &env).config.keystore else {
+            panic!("not keycontrol")
+        };
+        assert_eq!((k.vault_id.as_str(), k.box_id.as_str()), ("v1", "b1"));
+        assert_eq!(k.password, "pa55word");
+        assert!(!format!("{k:?}").contains("pa55word"));
+        let e = match crate::parse(&text.replace("      box_id: b1\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("box_id is required"),
+        };
+        assert_eq!(e.field(), Some("keystore.entrust.keycontrol.box_id"));
+    }
+
+    #[test]
+    fn bitwarden_keystore() {
+        let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
+        let text = format!(
+            "{no_ks}keystore:
+  bitwarden:
+    secretsmanager:
+      project_id: p1
+      access_token: ${{BWS_ACCESS_TOKEN}}
+"
+        );
+        let env = |n: &str| (n == "BWS_ACCESS_TOKEN").then(|| "0.id.secret:a2V5".to_owned());
+        let KeystoreConfig::Bitwarden(b) = ok_with(&text, &env).config.keystore else {
+            panic!("not bitwarden")
+        };
+        assert_eq!(b.api_url, crate::DEFAULT_BITWARDEN_API_URL);
+        assert_eq!(b.identity_url, crate::DEFAULT_BITWARDEN_IDENTITY_URL);
+        assert_eq!(b.organization_id, None);
+        assert!(!format!("{b:?}").contains("secret:a2V5"));
+        let e = match crate::parse(&text.replace("      project_id: p1\n", ""), &env) {
+            Err(e) => e,
+            Ok(_) => panic!("project_id is required"),
+        };
+        assert_eq!(
+            e.field(),
+            Some("keystore.bitwarden.secretsmanager.project_id")
+        );
     }
 
     const CLUSTER: &str = "\

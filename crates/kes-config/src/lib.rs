@@ -297,9 +297,18 @@ pub enum KeystoreConfig {
     Vault(VaultConfig),
     /// AWS Secrets Manager.
     AwsSecretsManager(AwsConfig),
-    /// A backend KES supports and this server does not (`fortanix`, `gemalto`, `gcp`,
-    /// `azure`, `entrust`): its name, so the server can refuse to start and say why.
-    Unsupported(String),
+    /// GCP Secret Manager.
+    GcpSecretManager(GcpConfig),
+    /// Azure Key Vault.
+    AzureKeyVault(AzureConfig),
+    /// Fortanix DSM (SDKMS).
+    FortanixSdkms(FortanixConfig),
+    /// Thales CipherTrust Manager / Gemalto KeySecure.
+    KeySecure(KeySecureConfig),
+    /// Entrust KeyControl.
+    KeyControl(KeyControlConfig),
+    /// Bitwarden Secrets Manager (not a KES backend).
+    Bitwarden(BitwardenConfig),
 }
 
 /// `keystore.vault`. String fields left empty in the file are empty here.
@@ -426,6 +435,198 @@ impl fmt::Debug for AwsConfig {
             .field("access_key", &self.access_key)
             .field("secret_key", &redacted(&self.secret_key))
             .field("session_token", &redacted(&self.session_token))
+            .finish()
+    }
+}
+
+/// Secret Manager endpoint when the file sets none, as in KES.
+pub const DEFAULT_GCP_ENDPOINT: &str = "secretmanager.googleapis.com:443";
+/// OAuth2 scope when the file sets none.
+pub const DEFAULT_GCP_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Google's OAuth2 token endpoint, where service-account assertions are exchanged.
+pub const DEFAULT_GCP_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// `keystore.gcp.secretmanager`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcpConfig {
+    pub project_id: String,
+    /// `host:port` (HTTPS) or a URL; [`DEFAULT_GCP_ENDPOINT`] when unset.
+    pub endpoint: String,
+    /// OAuth2 scopes of the access token; [`DEFAULT_GCP_SCOPE`] when unset.
+    pub scopes: Vec<String>,
+    /// `None` when the file names no service account: the store then uses
+    /// `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server, as Google's libraries do.
+    pub credentials: Option<GcpCredentials>,
+}
+
+/// `keystore.gcp.secretmanager.credentials`: the fields of a service-account key file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GcpCredentials {
+    pub client_email: String,
+    pub client_id: String,
+    pub private_key_id: String,
+    /// PEM (PKCS#8) RSA key; `\n` escapes, as copied from a key file, are accepted.
+    pub private_key: String,
+    /// Token endpoint; [`DEFAULT_GCP_TOKEN_URI`] unless the file sets `token_uri` (an
+    /// addition to KES's schema, named as in Google's key files).
+    pub token_uri: String,
+}
+
+impl fmt::Debug for GcpCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcpCredentials")
+            .field("client_email", &self.client_email)
+            .field("client_id", &self.client_id)
+            .field("private_key_id", &self.private_key_id)
+            .field("private_key", &"<redacted>")
+            .field("token_uri", &self.token_uri)
+            .finish()
+    }
+}
+
+/// `keystore.azure.keyvault`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureConfig {
+    /// The vault's URL, e.g. `https://kes.vault.azure.net`.
+    pub endpoint: String,
+    pub auth: AzureAuth,
+}
+
+/// How the Key Vault store logs in.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AzureAuth {
+    /// `credentials`: an Entra ID application's client secret.
+    ClientSecret {
+        tenant_id: String,
+        client_id: String,
+        client_secret: String,
+    },
+    /// `managed_identity`: the instance's identity; `client_id` picks a user-assigned one.
+    ManagedIdentity { client_id: Option<String> },
+    /// Neither: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` when set, else
+    /// the managed identity, as Azure's default credential does.
+    Default,
+}
+
+impl fmt::Debug for AzureAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("client_secret", &"<redacted>")
+                .finish(),
+            Self::ManagedIdentity { client_id } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+            Self::Default => f.write_str("Default"),
+        }
+    }
+}
+
+/// `keystore.fortanix.sdkms`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FortanixConfig {
+    pub endpoint: String,
+    /// Group of the security objects created; the application's default group when `None`.
+    pub group_id: Option<String>,
+    /// The application's API key (`credentials.key`).
+    pub api_key: String,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for FortanixConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FortanixConfig")
+            .field("endpoint", &self.endpoint)
+            .field("group_id", &self.group_id)
+            .field("api_key", &"<redacted>")
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+/// `keystore.gemalto.keysecure`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecureConfig {
+    pub endpoint: String,
+    /// The refresh token (`credentials.token`).
+    pub token: String,
+    /// The domain the token belongs to; the root domain when `None`.
+    pub domain: Option<String>,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for KeySecureConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySecureConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"<redacted>")
+            .field("domain", &self.domain)
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+/// `keystore.entrust.keycontrol`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyControlConfig {
+    pub endpoint: String,
+    pub vault_id: String,
+    pub box_id: String,
+    pub username: String,
+    pub password: String,
+    /// CAs for the server's certificate (`tls.ca`); the system's roots when `None`.
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for KeyControlConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyControlConfig")
+            .field("endpoint", &self.endpoint)
+            .field("vault_id", &self.vault_id)
+            .field("box_id", &self.box_id)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+/// Bitwarden's cloud API when the file sets none.
+pub const DEFAULT_BITWARDEN_API_URL: &str = "https://api.bitwarden.com";
+/// Bitwarden's cloud identity service when the file sets none.
+pub const DEFAULT_BITWARDEN_IDENTITY_URL: &str = "https://identity.bitwarden.com";
+
+/// `keystore.bitwarden.secretsmanager`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BitwardenConfig {
+    pub api_url: String,
+    pub identity_url: String,
+    /// The organisation; taken from the access token's claims when `None`.
+    pub organization_id: Option<String>,
+    /// The project keys are created in; the machine account needs write access to it.
+    pub project_id: String,
+    /// A machine account's access token, `0.<id>.<secret>:<key>`.
+    pub access_token: String,
+}
+
+impl fmt::Debug for BitwardenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BitwardenConfig")
+            .field("api_url", &self.api_url)
+            .field("identity_url", &self.identity_url)
+            .field("organization_id", &self.organization_id)
+            .field("project_id", &self.project_id)
+            .field("access_token", &"<redacted>")
             .finish()
     }
 }
@@ -617,6 +818,12 @@ mod tests {
                 KeystoreConfig::Fs { .. } => "fs",
                 KeystoreConfig::Vault(_) => "vault",
                 KeystoreConfig::AwsSecretsManager(_) => "aws",
+                KeystoreConfig::GcpSecretManager(_) => "gcp",
+                KeystoreConfig::AzureKeyVault(_) => "azure",
+                KeystoreConfig::FortanixSdkms(_) => "fortanix",
+                KeystoreConfig::KeySecure(_) => "gemalto",
+                KeystoreConfig::KeyControl(_) => "entrust",
+                KeystoreConfig::Bitwarden(_) => "bitwarden",
                 other => panic!("{name}: unexpected keystore {other:?}"),
             };
             if name.starts_with("server-") {

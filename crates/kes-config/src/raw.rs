@@ -196,18 +196,19 @@ pub(crate) struct RawKeystore {
     pub vault: Option<RawVault>,
     #[serde(default, deserialize_with = "present")]
     pub aws: Option<RawAws>,
-    // Backends KES supports and this server does not: kept opaque (their fields are neither
-    // checked nor warned about) so the server can refuse to start and name the backend.
     #[serde(default, deserialize_with = "present")]
-    pub fortanix: Option<serde_yaml::Value>,
+    pub fortanix: Option<RawFortanix>,
     #[serde(default, deserialize_with = "present")]
-    pub gemalto: Option<serde_yaml::Value>,
+    pub gemalto: Option<RawGemalto>,
     #[serde(default, deserialize_with = "present")]
-    pub gcp: Option<serde_yaml::Value>,
+    pub gcp: Option<RawGcp>,
     #[serde(default, deserialize_with = "present")]
-    pub azure: Option<serde_yaml::Value>,
+    pub azure: Option<RawAzure>,
     #[serde(default, deserialize_with = "present")]
-    pub entrust: Option<serde_yaml::Value>,
+    pub entrust: Option<RawEntrust>,
+    /// Not in KES: Bitwarden Secrets Manager.
+    #[serde(default, deserialize_with = "present")]
+    pub bitwarden: Option<RawBitwarden>,
     /// In KES's schema but ignored by KES HEAD; accepted with a warning.
     pub kes: Option<serde_yaml::Value>,
 }
@@ -286,6 +287,132 @@ pub(crate) struct RawAwsCredentials {
     pub accesskey: Option<Scalar>,
     pub secretkey: Option<Scalar>,
     pub token: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcp {
+    pub secretmanager: Option<RawGcpSecretManager>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcpSecretManager {
+    pub project_id: Option<Scalar>,
+    pub endpoint: Option<Scalar>,
+    pub scopes: Option<Vec<Scalar>>,
+    pub credentials: Option<RawGcpCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGcpCredentials {
+    pub client_email: Option<Scalar>,
+    pub client_id: Option<Scalar>,
+    pub private_key_id: Option<Scalar>,
+    pub private_key: Option<Scalar>,
+    /// Not in KES's schema: the OAuth2 token endpoint, as a service-account key file names it.
+    pub token_uri: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAzure {
+    pub keyvault: Option<RawKeyVault>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyVault {
+    pub endpoint: Option<Scalar>,
+    pub credentials: Option<RawAzureCredentials>,
+    pub managed_identity: Option<RawManagedIdentity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawAzureCredentials {
+    pub tenant_id: Option<Scalar>,
+    pub client_id: Option<Scalar>,
+    pub client_secret: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawManagedIdentity {
+    pub client_id: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawFortanix {
+    pub sdkms: Option<RawSdkms>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSdkms {
+    pub endpoint: Option<Scalar>,
+    pub group_id: Option<Scalar>,
+    pub credentials: Option<RawSdkmsCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSdkmsCredentials {
+    pub key: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawGemalto {
+    pub keysecure: Option<RawKeySecure>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeySecure {
+    pub endpoint: Option<Scalar>,
+    pub credentials: Option<RawKeySecureCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeySecureCredentials {
+    pub token: Option<Scalar>,
+    pub domain: Option<Scalar>,
+    /// In KES's sample and ignored by KES: accepted without effect.
+    #[allow(dead_code)]
+    pub retry: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawEntrust {
+    pub keycontrol: Option<RawKeyControl>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyControl {
+    pub endpoint: Option<Scalar>,
+    pub vault_id: Option<Scalar>,
+    pub box_id: Option<Scalar>,
+    pub credentials: Option<RawKeyControlCredentials>,
+    pub tls: Option<RawCaOnly>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawKeyControlCredentials {
+    pub username: Option<Scalar>,
+    pub password: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBitwarden {
+    pub secretsmanager: Option<RawBitwardenSm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawBitwardenSm {
+    pub api_url: Option<Scalar>,
+    pub identity_url: Option<Scalar>,
+    pub organization_id: Option<Scalar>,
+    pub project_id: Option<Scalar>,
+    pub access_token: Option<Scalar>,
+}
+
+/// A `tls:` block that only names the CAs to trust.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawCaOnly {
+    pub ca: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -216,7 +216,139 @@ pub async fn open_keystore(cfg: &KeystoreConfig) -> Result<Arc<dyn KeyStore>, Se
         KeystoreConfig::AwsSecretsManager(a) => {
             Ok(Arc::new(kes_keystore_aws::AwsStore::connect(a).await?))
         }
-        KeystoreConfig::Unsupported(name) => Err(ServerError::UnsupportedKeystore(name.clone())),
+        #[cfg(feature = "gcp")]
+        KeystoreConfig::GcpSecretManager(g) => {
+            let g = g.clone();
+            connect_or_wait("gcp", &g.endpoint.clone(), move || {
+                let g = g.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::gcp::GcpStore::connect(&g)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "gcp"))]
+        KeystoreConfig::GcpSecretManager(_) => Err(ServerError::UnsupportedKeystore(
+            "gcp (left out of this build: cargo feature `gcp`)".into(),
+        )),
+        #[cfg(feature = "azure")]
+        KeystoreConfig::AzureKeyVault(a) => {
+            let a = a.clone();
+            connect_or_wait("azure", &a.endpoint.clone(), move || {
+                let a = a.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::azure::AzureStore::connect(&a)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "azure"))]
+        KeystoreConfig::AzureKeyVault(_) => Err(ServerError::UnsupportedKeystore(
+            "azure (left out of this build: cargo feature `azure`)".into(),
+        )),
+        #[cfg(feature = "fortanix")]
+        KeystoreConfig::FortanixSdkms(f) => {
+            let f = f.clone();
+            connect_or_wait("fortanix", &f.endpoint.clone(), move || {
+                let f = f.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::fortanix::FortanixStore::connect(&f)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "fortanix"))]
+        KeystoreConfig::FortanixSdkms(_) => Err(ServerError::UnsupportedKeystore(
+            "fortanix (left out of this build: cargo feature `fortanix`)".into(),
+        )),
+        #[cfg(feature = "keysecure")]
+        KeystoreConfig::KeySecure(k) => {
+            let k = k.clone();
+            connect_or_wait("gemalto", &k.endpoint.clone(), move || {
+                let k = k.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::keysecure::KeySecureStore::connect(&k)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "keysecure"))]
+        KeystoreConfig::KeySecure(_) => Err(ServerError::UnsupportedKeystore(
+            "gemalto (left out of this build: cargo feature `keysecure`)".into(),
+        )),
+        #[cfg(feature = "entrust")]
+        KeystoreConfig::KeyControl(k) => {
+            let k = k.clone();
+            connect_or_wait("entrust", &k.endpoint.clone(), move || {
+                let k = k.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::keycontrol::KeyControlStore::connect(&k)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "entrust"))]
+        KeystoreConfig::KeyControl(_) => Err(ServerError::UnsupportedKeystore(
+            "entrust (left out of this build: cargo feature `entrust`)".into(),
+        )),
+        #[cfg(feature = "bitwarden")]
+        KeystoreConfig::Bitwarden(b) => {
+            let b = b.clone();
+            connect_or_wait("bitwarden", &b.api_url.clone(), move || {
+                let b = b.clone();
+                Box::pin(async move {
+                    kes_keystore_cloud::bitwarden::BitwardenStore::connect(&b)
+                        .await
+                        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+                })
+            })
+            .await
+        }
+        #[cfg(not(feature = "bitwarden"))]
+        KeystoreConfig::Bitwarden(_) => Err(ServerError::UnsupportedKeystore(
+            "bitwarden (left out of this build: cargo feature `bitwarden`)".into(),
+        )),
+    }
+}
+
+/// Opens a store with `connect`: at once when the KMS answers, or, when it is unreachable, on
+/// first use once it answers (the node starts and serves what the cluster has cached). A
+/// refusal (bad credentials, an invalid setting) stops the start with the KMS's message.
+#[allow(dead_code)]
+async fn connect_or_wait<F>(
+    kind: &'static str,
+    endpoint: &str,
+    connect: F,
+) -> Result<Arc<dyn KeyStore>, ServerError>
+where
+    F: Fn() -> futures_util::future::BoxFuture<'static, Result<Arc<dyn KeyStore>, StoreError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    match connect().await {
+        Ok(s) => Ok(s),
+        // Retryable: nothing answered (or a 5xx, a timeout). Not retryable: the configuration
+        // or the request was refused, which waiting does not fix.
+        Err(StoreError::Unavailable {
+            retryable: true,
+            message,
+        }) => {
+            let e = StoreError::unavailable(true, message);
+            tracing::warn!(keystore = kind, %endpoint, error = %e, "keystore not reachable yet; will retry");
+            Ok(Arc::new(lazy::LazyStore::new(kind, connect)))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,14 +1,29 @@
 //! Support for the project's tests: loopback ports that stay free, server processes that die
-//! with the test, and the external keystores (OpenBao, moto) started from the virtualenv that
-//! `tests/services.sh install` creates.
+//! with the test, the external keystores (OpenBao, moto, drongo for GCP) started from the
+//! virtualenv that `tests/services.sh install` creates, and fake KMS servers written from the
+//! services' published API references where no emulator exists.
 
 // Test support: a panic is how a test fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod azure;
 pub mod bao;
+pub mod bitwarden;
+pub mod fake;
+pub mod fortanix;
+pub mod gcp;
+pub mod keycontrol;
+pub mod keysecure;
 pub mod moto;
 
+pub use azure::AzureFake;
 pub use bao::{Bao, ROOT_TOKEN};
+pub use bitwarden::BitwardenFake;
+pub use fake::FakeServer;
+pub use fortanix::FortanixFake;
+pub use gcp::Gcp;
+pub use keycontrol::KeyControlFake;
+pub use keysecure::KeySecureFake;
 pub use moto::{Moto, REGION};
 
 use anyhow::{Context, Result};
