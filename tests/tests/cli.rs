@@ -353,3 +353,44 @@ fn configuration_errors_name_the_problem() {
         "names the missing certificate file: {e}"
     );
 }
+
+/// openraft's own INFO lines: its start-up state, elections and votes.
+fn is_openraft_line(line: &str) -> bool {
+    [
+        "openraft",
+        "get_initial_state",
+        "vote is changing",
+        "a quorum granted",
+        "startup done",
+    ]
+    .iter()
+    .any(|m| line.contains(m))
+}
+
+/// A plain single node (no `cluster:` section) is a one-node Raft group: at the default level
+/// its log shows the server's lines, not openraft's elections and votes; a `KES_LOG` filter
+/// that asks for them shows them.
+#[tokio::test]
+async fn openraft_is_quiet_at_the_default_level() {
+    let quiet = ProcServer::start("", "", &[("KES_LOG", ""), ("RUST_LOG", "")]);
+    quiet.wait_ready().await;
+    let log = quiet.log();
+    assert!(
+        log.contains("kes server listening"),
+        "the server's own INFO lines are written:\n{log}"
+    );
+    let raft: Vec<&str> = log.lines().filter(|l| is_openraft_line(l)).collect();
+    assert!(
+        raft.is_empty(),
+        "openraft INFO lines by default:\n{}",
+        raft.join("\n")
+    );
+
+    let loud = ProcServer::start("", "", &[("KES_LOG", "info")]);
+    loud.wait_ready().await;
+    assert!(
+        loud.log().lines().any(is_openraft_line),
+        "KES_LOG=info shows openraft's lines:\n{}",
+        loud.log()
+    );
+}

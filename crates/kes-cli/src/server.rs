@@ -52,8 +52,15 @@ fn init_logging(hub: &LogHub, level: kes_config::LogLevel) {
         kes_config::LogLevel::Warn => "warn",
         kes_config::LogLevel::Error => "error",
     };
+    // openraft reports every election, vote and membership load at INFO: noise for an
+    // operator (`kes cluster status` and the metrics show leader and term), so it shows only
+    // with `log.error: debug` or a `KES_LOG` filter that asks for it.
+    let libraries = match level {
+        kes_config::LogLevel::Debug => "h2=warn,hyper=warn,rustls=warn",
+        _ => "h2=warn,hyper=warn,rustls=warn,openraft=warn",
+    };
     let filter = EnvFilter::try_from_env("KES_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{filter},h2=warn,hyper=warn,rustls=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{filter},{libraries}")));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
