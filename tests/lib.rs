@@ -131,10 +131,10 @@ impl TestServer {
             .unwrap();
         let reload = Box::new(server.reloader());
         let app = std::sync::Arc::clone(server.app());
-        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(parsed.config.address))
+        let listener = kes_server::bind(addr.unwrap_or(parsed.config.address))
             .await
             .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.local_addr();
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let handle = tokio::spawn(async move {

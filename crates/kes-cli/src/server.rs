@@ -154,7 +154,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = kes_server::Server::new(&config, cert, hub).await?;
     let listener = kes_server::bind(addr).await?;
-    let local = listener.local_addr()?;
+    let local = listener.local_addr();
 
     if let Some((api_key, identity, cert_pem)) = banner {
         let host = if local.ip().is_unspecified() {
@@ -180,7 +180,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    tracing::info!(address = %local, "kes server listening");
+    tracing::info!(address = %local, "kes server starting; the api port opens once the node can serve");
 
     let shutdown = CancellationToken::new();
     spawn_signals(shutdown.clone(), server.reloader())?;
