@@ -131,10 +131,10 @@ impl TestServer {
             .unwrap();
         let reload = Box::new(server.reloader());
         let app = std::sync::Arc::clone(server.app());
-        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(parsed.config.address))
+        let listener = kes_server::bind(addr.unwrap_or(parsed.config.address))
             .await
             .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = listener.local_addr();
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let handle = tokio::spawn(async move {
@@ -602,7 +602,8 @@ pub struct ProcServer {
 
 impl ProcServer {
     /// `tls_extra` goes under `tls:` (indented two spaces: `  auth: on\n`), `extra_yaml` at the
-    /// end of the file; `env` is added to the process's environment.
+    /// end of the file; `env` is added to the process's environment (an empty value removes
+    /// the variable, e.g. `("KES_LOG", "")` for the default log filter).
     pub fn start(tls_extra: &str, extra_yaml: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(TestCa::new().unwrap());
@@ -636,7 +637,11 @@ impl ProcServer {
             .stdout(std::process::Stdio::null())
             .stderr(log);
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let child = Child(cmd.spawn().unwrap());
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));

@@ -2,8 +2,8 @@
 # The whole test suite, with its set-up, on a fresh machine:
 #   tests/run.sh            unit, property, conformance and integration tests, then a fuzz smoke
 #   FUZZ_SECONDS=0 tests/run.sh   skips the fuzz smoke
-# Everything it installs goes under target/ (tools, the OpenBao/moto virtualenv) or ~/.cargo
-# (cargo-fuzz).
+# Everything it installs or writes goes under target/ (tools, the OpenBao/moto virtualenv, fuzz
+# builds, fault-injection results) or ~/.cargo (cargo-fuzz): the tree is left as it was found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +45,13 @@ if [ "$FUZZ_SECONDS" != "0" ]; then
     if ! command -v cargo-fuzz >/dev/null 2>&1; then
         cargo install cargo-fuzz --locked --version 0.13.2
     fi
+    # fuzz/ is a workspace of its own with its own committed lock file. cargo fuzz has no
+    # --locked, so check here that the lock file needs no change (it would otherwise be rewritten
+    # silently); after changing dependencies, refresh it with `cd fuzz && cargo update -w`.
+    if ! (cd fuzz && cargo metadata --locked --format-version 1 >/dev/null); then
+        echo "fuzz/Cargo.lock is out of date: run 'cd fuzz && cargo update -w' and commit it"
+        exit 1
+    fi
     # cargo fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
     # Without a sanitizer the build reuses one instrumented profile for every target.
     for target in ciphertext key_version request config peer; do
@@ -61,7 +68,8 @@ fi
 
 # Fault injection (jepsen/): the regression scenario for the partition finding, then a short
 # seeded run of a 3-node cluster in network namespaces under every nemesis the filesystem KMS
-# allows; any anomaly fails the suite. JEPSEN_SECONDS=0 skips both.
+# allows; any anomaly fails the suite. JEPSEN_SECONDS=0 skips both. Their histories, node logs
+# and summaries go to target/jepsen (jepsen/results holds only the published runs).
 JEPSEN_SECONDS="${JEPSEN_SECONDS:-120}"
 if [ "$JEPSEN_SECONDS" != "0" ]; then
     step "fault-injection run (kes-jepsen, ${JEPSEN_SECONDS}s)"
@@ -71,9 +79,10 @@ if [ "$JEPSEN_SECONDS" != "0" ]; then
         if ! command -v iptables >/dev/null 2>&1; then
             (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables) >/dev/null
         fi
-        target/debug/kes-jepsen scenario rejoin-after-partition
+        target/debug/kes-jepsen scenario rejoin-after-partition --results "$PWD/target/jepsen"
         target/debug/kes-jepsen run --nodes 3 --time "${JEPSEN_SECONDS}s" \
-            --seed "${JEPSEN_SEED:-7}" --nemesis "${JEPSEN_NEMESIS:-all}" --name ci
+            --seed "${JEPSEN_SEED:-7}" --nemesis "${JEPSEN_NEMESIS:-all}" --name ci \
+            --results "$PWD/target/jepsen"
     fi
 fi
 

@@ -52,8 +52,15 @@ fn init_logging(hub: &LogHub, level: kes_config::LogLevel) {
         kes_config::LogLevel::Warn => "warn",
         kes_config::LogLevel::Error => "error",
     };
+    // openraft reports every election, vote and membership load at INFO: noise for an
+    // operator (`kes cluster status` and the metrics show leader and term), so it shows only
+    // with `log.error: debug` or a `KES_LOG` filter that asks for it.
+    let libraries = match level {
+        kes_config::LogLevel::Debug => "h2=warn,hyper=warn,rustls=warn",
+        _ => "h2=warn,hyper=warn,rustls=warn,openraft=warn",
+    };
     let filter = EnvFilter::try_from_env("KES_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{filter},h2=warn,hyper=warn,rustls=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{filter},{libraries}")));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -158,7 +165,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let server = kes_server::Server::new(&config, cert, hub).await?;
     let listener = kes_server::bind(addr).await?;
-    let local = listener.local_addr()?;
+    let local = listener.local_addr();
 
     if let Some((api_key, identity, cert_pem)) = banner {
         let host = if local.ip().is_unspecified() {
@@ -184,7 +191,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    tracing::info!(address = %local, "kes server listening");
+    tracing::info!(address = %local, "kes server starting; the api port opens once the node can serve");
 
     let shutdown = CancellationToken::new();
     spawn_signals(shutdown.clone(), server.reloader())?;

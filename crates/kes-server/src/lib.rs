@@ -652,6 +652,32 @@ impl Server {
         }
     }
 
+    /// Waits until the node can serve crypto operations (unsealed, a leader known, itself
+    /// included, and not cut off), or [`API_PORT_WAIT`] has passed. Before that, a request
+    /// could only be answered `503`; with the port closed, clients fail over without waiting
+    /// for an answer. False if `shutdown` fired first.
+    async fn wait_until_serving(app: &App, shutdown: &CancellationToken) -> bool {
+        let c = &app.cluster;
+        let ready = || c.serving() == cluster::Serving::Ok && c.leader().is_some();
+        let deadline = tokio::time::Instant::now() + API_PORT_WAIT;
+        while !ready() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    serving = ?c.serving(),
+                    waited = ?API_PORT_WAIT,
+                    "opening the api port before the node can serve; it answers 503 until then"
+                );
+                return true;
+            }
+            // Unsealing and contact are not events one can wait on: poll.
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        true
+    }
+
     /// Keeps the access state in step with the replicated policies.
     async fn sync_access(app: Arc<App>, cancel: CancellationToken) {
         let mut rx = app.cluster.state.applied_watch();
@@ -669,12 +695,10 @@ impl Server {
         }
     }
 
-    /// Serves on `listener` until `shutdown` fires.
-    pub async fn run(
-        self,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> Result<(), ServerError> {
+    /// Serves on `port` until `shutdown` fires. The node-to-node port (if any) opens at once,
+    /// so the node can join, catch up and get the cache key; the API port opens once the node
+    /// can serve (see [`Self::wait_until_serving`]).
+    pub async fn run(self, port: Port, shutdown: CancellationToken) -> Result<(), ServerError> {
         let app = Arc::clone(&self.app);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
@@ -687,7 +711,7 @@ impl Server {
             shutdown.child_token(),
         ));
         if let Some((addr, tls)) = &self.cluster_listen {
-            let peer_listener = bind(*addr).await?;
+            let peer_listener = bind(*addr).await?.listen()?;
             let app2 = Arc::clone(&app);
             let cancel = shutdown.child_token();
             tasks.spawn(kes_tls::serve_tls(
@@ -706,6 +730,16 @@ impl Server {
                 },
             ));
         }
+        if !Self::wait_until_serving(&app, &shutdown).await {
+            tasks.abort_all();
+            if let Err(e) = app.cluster.raft.shutdown().await {
+                tracing::warn!(error = %e, "raft did not shut down cleanly");
+            }
+            return Ok(());
+        }
+        let address = port.local_addr();
+        let listener = port.listen()?;
+        tracing::info!(%address, "kes server listening");
         let cancel = shutdown.clone();
         let app2 = Arc::clone(&app);
         kes_tls::serve_tls(
@@ -1216,9 +1250,51 @@ async fn read_body(
     Ok((buf.freeze(), held))
 }
 
-/// Binds the configured address.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })
+/// Connections the kernel queues for a listening port before they are accepted (tokio's
+/// default for `TcpListener::bind`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// The longest the API port stays closed after start while the node cannot serve. A node that
+/// is still sealed then (a whole-cluster restart while the keystore is down, a joiner not yet
+/// added) opens it anyway and answers `503`, so `kes status`, `kes cluster status` and health
+/// checks can tell why.
+pub const API_PORT_WAIT: Duration = Duration::from_secs(30);
+
+/// A bound port that is not listening yet: its address is taken (and known, for port 0), but
+/// connections to it are refused until [`Port::listen`], so clients fail over at once rather
+/// than reach a node that cannot answer them.
+#[derive(Debug)]
+pub struct Port {
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl Port {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens the port: connections are accepted from now on.
+    pub fn listen(self) -> Result<TcpListener, ServerError> {
+        let addr = self.addr;
+        self.socket
+            .listen(LISTEN_BACKLOG)
+            .map_err(|source| ServerError::Bind { addr, source })
+    }
+}
+
+/// Binds the configured address without listening on it yet (see [`Port`]).
+pub async fn bind(addr: SocketAddr) -> Result<Port, ServerError> {
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    // As TcpListener::bind does: a restarted node rebinds while old connections linger.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let addr = socket.local_addr().map_err(err)?;
+    Ok(Port { socket, addr })
 }
