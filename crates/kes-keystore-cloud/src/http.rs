@@ -172,7 +172,8 @@ pub(crate) struct Http {
 
 impl Http {
     /// The client: rustls on ring, trusting `ca` (a PEM file or a directory of them) or else
-    /// the system's roots.
+    /// the system's roots, which `SSL_CERT_FILE` and `SSL_CERT_DIR` replace when set (the way
+    /// to trust a private CA for the KMSes whose KES section has no `tls.ca`).
     pub fn new(
         service: &'static str,
         ca: Option<&Path>,

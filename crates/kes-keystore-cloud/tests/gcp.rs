@@ -222,7 +222,10 @@ async fn rate_limiting_honours_retry_after() {
     gcp.front.throttle(1, 3600);
     let start = Instant::now();
     assert!(store.create("k2", b"v").await.unwrap_err().is_unavailable());
-    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "an hour's Retry-After was not waited for"
+    );
     gcp.front.throttle(0, 0);
     store.create("k2", b"v").await.unwrap();
 }
