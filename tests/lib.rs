@@ -157,8 +157,12 @@ impl TestServer {
 
     /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key).
     pub async fn wait_ready(&self) {
+        // Ready, and listening: the API port opens only once the node can serve, a moment
+        // after the cluster says so.
         for _ in 0..200 {
-            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok {
+            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok
+                && tokio::net::TcpStream::connect(self.addr).await.is_ok()
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
