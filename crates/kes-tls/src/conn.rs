@@ -458,9 +458,10 @@ mod tests {
         let l = limits(100, 2);
         let other = r.admit(B, &l).unwrap();
         let a1 = r.admit(A, &l).unwrap();
-        let _a2 = r.admit(A, &l).unwrap();
+        let a2 = r.admit(A, &l).unwrap();
         r.admit(A, &l).unwrap();
-        assert!(a1.is_closing());
+        // One of the address's two idle connections (equally idle here) made room.
+        assert!(a1.is_closing() != a2.is_closing());
         assert!(!other.is_closing());
     }
 
