@@ -666,9 +666,9 @@ async fn the_leader_authorises_what_members_ask_for() {
 use std::net::{Ipv4Addr, SocketAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A TLS connector presenting a certificate nobody knows (any client can make one).
-fn stranger_connector(s: &ProcServer) -> tokio_rustls::TlsConnector {
-    let cert = ClientCert::from_api_key(&ApiKey::generate());
+/// An HTTP/1.1 TLS connector presenting the certificate of `key`.
+fn connector(s: &ProcServer, key: &ApiKey) -> tokio_rustls::TlsConnector {
+    let cert = ClientCert::from_api_key(key);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(s.ca.ca_der())).unwrap();
     let mut tls = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
@@ -680,17 +680,13 @@ fn stranger_connector(s: &ProcServer) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
 }
 
+/// A connector presenting a certificate nobody knows (any client can make one).
+fn stranger_connector(s: &ProcServer) -> tokio_rustls::TlsConnector {
+    connector(s, &ApiKey::generate())
+}
+
 fn admin_connector(s: &ProcServer) -> tokio_rustls::TlsConnector {
-    let cert = ClientCert::from_api_key(&s.admin);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(s.ca.ca_der())).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_cert_resolver(std::sync::Arc::new(AnyChain::new(&cert)));
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+    connector(s, &s.admin)
 }
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
