@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 REPO="$PWD"
 KES="${KES_BIN:-$REPO/target/debug/kes}"
 [ -x "$KES" ] || { echo "no kes binary at $KES (cargo build -p kes-cli, or set KES_BIN)" >&2; exit 1; }
+# Absolute: the cargo tests below run from their own package folder.
+KES="$(realpath "$KES")"
 
 step() { printf '\n==> deploy: %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -233,7 +235,7 @@ test_systemd() {
 
 # The Rust tests in tests/tests/deploy.rs that need a tool from this script.
 cargo_deploy_test() { # test-name-filter
-    KES_BIN="$KES" cargo test -q -p kes-tests --locked --test deploy -- --ignored --nocapture "$1"
+    KES_BIN="$KES" cargo test -q --workspace --locked --test deploy -- --ignored --nocapture "$1"
 }
 
 # ----------------------------------------------------------------------------------------------
