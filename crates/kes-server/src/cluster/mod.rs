@@ -63,9 +63,17 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How often a sealed node retries getting the cluster cache key.
 pub const UNSEAL_RETRY: Duration = Duration::from_secs(1);
 
-/// Longest wait for the KMS when a request re-confirms a cached key; past it the KMS counts as
-/// unreachable and the cached key is served under the offline rules.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a crypto request waits on the KMS (re-confirming a cached key, or reading a key
+/// this node does not hold). Past it the KMS counts as unreachable: the cached key is served
+/// under the offline rules, a key not cached answers 504, and later requests do not wait at
+/// all until a probe finds the KMS again. Well above a healthy KMS's read time, well below
+/// what a client waits for before it gives up on the node. Documented in the README ("Cache
+/// and KMS outages").
+pub const KMS_WAIT: Duration = Duration::from_millis(500);
+
+/// Longest wait for a keystore read no request waits on: unwrapping the cluster cache key,
+/// settling a create whose outcome was lost.
+pub const KMS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a leader keeps checking, after a create whose outcome the KMS left unknown, whether
 /// the key arrived in the KMS, so that it ends up in both the KMS and the cache or in neither.
@@ -640,11 +648,10 @@ impl Cluster {
     /// replicated state: a confirmation, or the eviction of the entry.
     async fn confirm(&self, name: &str, hit: &Hit) -> Result<Confirmation, ApiError> {
         // Keystore reads are key material: wiped when dropped, here and below.
-        let read = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
+        let read = match tokio::time::timeout(KMS_WAIT, self.store.get(name)).await {
             Ok(r) => r.map(Zeroizing::new),
             Err(_) => {
-                let e =
-                    StoreError::unavailable(true, format!("no answer within {CONFIRM_TIMEOUT:?}"));
+                let e = StoreError::unavailable(true, format!("no answer within {KMS_WAIT:?}"));
                 self.kms.record_unreachable(&e);
                 Err(e)
             }
@@ -754,16 +761,20 @@ impl Cluster {
     async fn fetch(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         let observed = self.applied_index();
         let generation = self.state.read(|s| s.generation(name));
-        let raw = self
-            .store
-            .get(name)
-            .await
-            .map(Zeroizing::new)
-            .map_err(|e| match e {
-                StoreError::NotFound => ApiError::KeyNotFound,
-                // A miss while the keystore is down must not look like a definitive 404.
-                e => ApiError::store(StoreOp::Read, e),
-            })?;
+        let read = match tokio::time::timeout(KMS_WAIT, self.store.get(name)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let e = StoreError::unavailable(true, format!("no answer within {KMS_WAIT:?}"));
+                self.kms.record_unreachable(&e);
+                // Not a definitive 404: clients should try elsewhere or later.
+                return Err(ApiError::NotReachable);
+            }
+        };
+        let raw = read.map(Zeroizing::new).map_err(|e| match e {
+            StoreError::NotFound => ApiError::KeyNotFound,
+            // A miss while the keystore is down must not look like a definitive 404.
+            e => ApiError::store(StoreOp::Read, e),
+        })?;
         let version = KeyVersion::parse(&raw).map_err(|e| {
             tracing::error!(key = %name, error = %e, "keystore entry is not a valid key");
             ApiError::store(StoreOp::Read, StoreError::Invalid(e.to_string()))
@@ -811,6 +822,8 @@ impl Cluster {
         let sweep = (self.expiry.unused / 2).max(Duration::from_secs(1));
         let mut next_sweep = Instant::now() + sweep;
         loop {
+            // Probe first: a node started during an outage knows of it before requests come.
+            let _ = self.kms.probe(self.store.as_ref()).await;
             let wait = if self.kms.is_down() {
                 kms::PROBE_INTERVAL_DOWN
             } else {
@@ -820,7 +833,6 @@ impl Cluster {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait.min(sweep)) => {}
             }
-            let _ = self.kms.probe(self.store.as_ref()).await;
             if Instant::now() >= next_sweep {
                 self.drop_idle();
                 next_sweep = Instant::now() + sweep;

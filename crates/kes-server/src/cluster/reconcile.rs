@@ -8,7 +8,7 @@
 //! [`RECONCILE_FOR`], and gives up early only if the name was written since (re-created, or
 //! deleted again, which settles it too).
 
-use super::{kms, now_ms, Cluster, Command, StoreError, CONFIRM_TIMEOUT, RECONCILE_FOR};
+use super::{kms, now_ms, Cluster, Command, StoreError, KMS_READ_TIMEOUT, RECONCILE_FOR};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -144,7 +144,7 @@ impl Cluster {
             return;
         }
         let observed = self.applied_index();
-        let raw = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
+        let raw = match tokio::time::timeout(KMS_READ_TIMEOUT, self.store.get(name)).await {
             Ok(Ok(raw)) => Zeroizing::new(raw),
             Ok(Err(StoreError::NotFound)) => return,
             Ok(Err(e)) => {
