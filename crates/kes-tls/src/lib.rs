@@ -8,6 +8,7 @@
 
 pub mod certgen;
 pub mod conn;
+pub mod insecure;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
