@@ -154,9 +154,12 @@ impl Cluster {
             Err(_) => return,
         };
         let Some(cck) = self.cck() else { return };
+        let Ok(sealed) = cck.seal(name, &raw) else {
+            return;
+        };
         let cmd = Command::FillKey {
             name: name.to_owned(),
-            sealed: cck.seal(name, &raw),
+            sealed,
             at_ms: now_ms(),
             observed,
         };
