@@ -54,6 +54,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use vaultrs::api::{AuthInfo, EndpointMiddleware};
@@ -83,7 +84,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Tries of a retryable operation, at least 1 ([`DEFAULT_ATTEMPTS`]). Between tries the
     /// store waits 100 ms, then 200 ms, ... up to 1 s. An operation therefore gives up after at
-    /// most about `attempts * request_timeout + attempts` seconds.
+    /// most about `attempts * request_timeout + attempts` seconds. A refused connection is not
+    /// tried again: nothing listens at the endpoint, so the caller learns of the outage at once.
     pub attempts: usize,
 }
 
@@ -553,28 +555,37 @@ impl Inner {
         T: Send,
         F: Fn(Call) -> CallFuture<T> + Send + Sync,
     {
-        (|| self.attempt(op, &f))
+        // A refused connection means nothing listens at the endpoint: Vault is down or
+        // restarting, and a retry 100 ms later is refused as well. Failing at once lets the
+        // server count the outage and serve from its replica instead of waiting out the
+        // backoff; other failures (timeouts, a sealed Vault, 5xx) are retried as before.
+        let refused = AtomicBool::new(false);
+        (|| self.attempt(op, &f, &refused))
             .retry(self.backoff())
             .when(|e| {
-                matches!(
-                    e,
-                    StoreError::Unavailable {
-                        retryable: true,
-                        ..
-                    }
-                )
+                !refused.load(Ordering::Relaxed)
+                    && matches!(
+                        e,
+                        StoreError::Unavailable {
+                            retryable: true,
+                            ..
+                        }
+                    )
             })
             .await
     }
 
-    async fn attempt<T, F>(&self, op: Op, f: &F) -> Result<T, StoreError>
+    async fn attempt<T, F>(&self, op: Op, f: &F, refused: &AtomicBool) -> Result<T, StoreError>
     where
         F: Fn(Call) -> CallFuture<T>,
     {
         let (token, generation) = self.current_token();
         let err = match f(self.call(self.kv_namespace.as_deref(), &token)).await {
             Ok(v) => return Ok(v),
-            Err(e) => classify(e, op),
+            Err(e) => {
+                refused.store(error::is_refused(&e), Ordering::Relaxed);
+                classify(e, op)
+            }
         };
         if !matches!(err, StoreError::Denied(_)) || matches!(self.login, Login::Token) {
             return Err(err);
