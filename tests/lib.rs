@@ -155,10 +155,13 @@ impl TestServer {
         s
     }
 
-    /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key).
+    /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key)
+    /// and the API port, which opens only then, accepts connections.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok {
+            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok
+                && tokio::net::TcpStream::connect(self.addr).await.is_ok()
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
