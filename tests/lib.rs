@@ -155,7 +155,8 @@ impl TestServer {
         s
     }
 
-    /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key).
+    /// Waits until `/v1/ready` answers 200 (the node elected itself and has its cache key)
+    /// and the API port, which opens only then, accepts connections.
     pub async fn wait_ready(&self) {
         // Ready, and listening: the API port opens only once the node can serve, a moment
         // after the cluster says so.

@@ -528,14 +528,22 @@ async fn membership_change_under_load_and_snapshot_catch_up() {
     let leader = c.wait_leader(10).await;
     let victim = if leader == 2 { 1 } else { 2 };
     admin.cluster_remove(victim as u64 + 1).await.unwrap();
-    let st = c.client(3).cluster_status().await.unwrap();
-    let ids: Vec<u64> = st["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert!(!ids.contains(&(victim as u64 + 1)), "{st}");
+    // The removal is answered once the leader commits it; node 4 applies it a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.client(3).cluster_status().await.unwrap();
+        let ids: Vec<u64> = st["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        if !ids.contains(&(victim as u64 + 1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let n = load.await.unwrap();
     assert!(n > 5, "load ran {n} rounds");
 }

@@ -14,12 +14,14 @@
 #![forbid(unsafe_code)]
 
 mod apikey;
+mod cck;
 mod gojson;
 mod key;
 mod keyversion;
 mod legacy;
 
 pub use apikey::{ed25519_spki_der, identity_of_spki, ApiKey, ApiKeyError};
+pub use cck::{Cck, CckSealError};
 pub use key::{
     DecryptError, EncryptError, HmacKey, KeyType, SecretKey, CIPHERTEXT_OVERHEAD, MAX_PLAINTEXT_LEN,
 };

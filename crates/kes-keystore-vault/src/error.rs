@@ -117,9 +117,62 @@ fn chain(err: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether the connection was refused (nothing listens at the endpoint), anywhere in the
+/// error's chain of sources.
+pub(crate) fn is_refused(err: &ClientError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error vaultrs returns for a request to a port nothing listens on.
+    async fn refused_request() -> ClientError {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        let url = format!("http://127.0.0.1:{port}/v1/sys/health");
+        let Err(e) = reqwest::Client::new().get(&url).send().await else {
+            panic!("a closed port answered");
+        };
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::RequestError {
+                source: e.into(),
+                url,
+                method: "GET".into(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    #[allow(clippy::panic)]
+    async fn a_refused_connection_is_recognised() {
+        let e = refused_request().await;
+        assert!(is_refused(&e), "{e:?}");
+        assert!(!is_refused(&ClientError::APIError {
+            code: 503,
+            errors: vec!["sealed".into()]
+        }));
+        // Still safe to send again (nothing reached Vault), so a caller may retry later.
+        assert!(matches!(
+            classify(e, Op::Write),
+            StoreError::Unavailable {
+                retryable: true,
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn statuses() {

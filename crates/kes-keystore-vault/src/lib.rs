@@ -39,11 +39,16 @@
 //! under its own target; the server's log filter should include `vaultrs=off` (this crate logs
 //! what matters under `kes_keystore_vault`).
 
+mod auth;
+mod client;
 mod error;
+mod transit;
 
 use async_trait::async_trait;
+use auth::*;
 use backon::{ExponentialBuilder, Retryable};
 use base64::Engine as _;
+use client::*;
 use error::{classify, Op};
 use kes_config::{KvVersion, VaultConfig};
 use kes_keystore::{page_from, KeyStore, ListPage, StoreError, StoreStatus, MAX_VALUE_LEN};
@@ -54,8 +59,11 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+#[cfg(test)]
+use transit::is_transit_ciphertext;
 use vaultrs::api::{AuthInfo, EndpointMiddleware};
 use vaultrs::client::VaultClientSettings;
 use vaultrs::error::ClientError;
@@ -83,7 +91,8 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Tries of a retryable operation, at least 1 ([`DEFAULT_ATTEMPTS`]). Between tries the
     /// store waits 100 ms, then 200 ms, ... up to 1 s. An operation therefore gives up after at
-    /// most about `attempts * request_timeout + attempts` seconds.
+    /// most about `attempts * request_timeout + attempts` seconds. A refused connection is not
+    /// tried again: nothing listens at the endpoint, so the caller learns of the outage at once.
     pub attempts: usize,
 }
 
@@ -143,64 +152,6 @@ impl Drop for VaultStore {
     }
 }
 
-/// How the store gets a token.
-enum Login {
-    /// A fixed token; renewed while renewable, never replaced.
-    Token,
-    AppRole {
-        namespace: Option<String>,
-        engine: String,
-        role_id: Zeroizing<String>,
-        secret_id: Zeroizing<String>,
-    },
-    Kubernetes {
-        namespace: Option<String>,
-        engine: String,
-        role: String,
-        jwt: Jwt,
-    },
-}
-
-enum Jwt {
-    Inline(Zeroizing<String>),
-    /// Re-read at every login, because service-account tokens rotate.
-    File(PathBuf),
-}
-
-impl Login {
-    fn namespace(&self) -> Option<&str> {
-        match self {
-            Login::Token => None,
-            Login::AppRole { namespace, .. } | Login::Kubernetes { namespace, .. } => {
-                namespace.as_deref()
-            }
-        }
-    }
-}
-
-/// The current token and how many logins produced it, so concurrent callers that all saw a
-/// token expire log in only once.
-struct TokenState {
-    token: Arc<Zeroizing<String>>,
-    generation: u64,
-}
-
-/// A token and its lease, as a login or renewal returns it.
-#[derive(Clone, Copy, Debug)]
-struct Lease {
-    ttl: Duration,
-    renewable: bool,
-}
-
-impl Lease {
-    fn of(auth: &AuthInfo) -> Self {
-        Lease {
-            ttl: Duration::from_secs(auth.lease_duration),
-            renewable: auth.renewable,
-        }
-    }
-}
-
 struct Inner {
     endpoint: String,
     reqwest: reqwest::Client,
@@ -221,35 +172,6 @@ struct Inner {
     create_locks: Vec<tokio::sync::Mutex<()>>,
     limits: Limits,
 }
-
-/// A vaultrs client for one request: the shared connection pool with this request's token and
-/// namespace. vaultrs keeps both in the client, so the store makes one per request rather than
-/// locking a shared client while the token changes.
-struct Call {
-    http: rustify::clients::reqwest::Client,
-    middle: EndpointMiddleware,
-    settings: Arc<VaultClientSettings>,
-}
-
-impl vaultrs::client::Client for Call {
-    fn http(&self) -> &rustify::clients::reqwest::Client {
-        &self.http
-    }
-
-    fn middle(&self) -> &EndpointMiddleware {
-        &self.middle
-    }
-
-    fn settings(&self) -> &VaultClientSettings {
-        &self.settings
-    }
-
-    fn set_token(&mut self, token: &str) {
-        self.middle.token = token.to_owned();
-    }
-}
-
-type CallFuture<T> = Pin<Box<dyn Future<Output = Result<T, ClientError>> + Send>>;
 
 fn invalid_config(message: impl fmt::Display) -> StoreError {
     StoreError::unavailable(
@@ -285,25 +207,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A transit ciphertext, `vault:v<N>:…`. KES writes `v1`; later key versions appear after a
-/// rotation of the transit key and decrypt the same way.
-fn is_transit_ciphertext(value: &str) -> bool {
-    value
-        .strip_prefix("vault:v")
-        .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(version, _)| {
-            !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit())
-        })
-}
-
-/// Separates Vault's `400 Bad Request` answers (their error texts) from every other failure.
-fn bad_request(e: ClientError) -> Result<String, ClientError> {
-    match e {
-        ClientError::APIError { code: 400, errors } => Ok(errors.join("; ")),
-        other => Err(other),
-    }
 }
 
 impl VaultStore {
@@ -463,336 +366,13 @@ fn non_empty(value: &str, default: &str) -> String {
     }
 }
 
-/// KES: an auth namespace of `/` is the root namespace, an empty one is the KV namespace.
-fn auth_namespace(configured: &str, kv: &Option<String>) -> Option<String> {
-    match configured.trim() {
-        "" => kv.clone(),
-        other => namespace(other),
-    }
-}
-
-/// The HTTPS client: rustls on ring, Vault's CA from `tls.ca` (else the system roots), and the
-/// client certificate when configured. HTTP/1.1 only, since Vault requests are small and
-/// independent.
-fn http_client(cfg: &VaultConfig, limits: &Limits) -> Result<reqwest::Client, StoreError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.tls.ca {
-        Some(ca) => {
-            kes_tls::add_ca(&mut roots, ca).map_err(|e| invalid_config(format!("tls.ca: {e}")))?
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A system store with one unparsable certificate must not break the others.
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(kes_tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid_config(format!("tls: {e}")))?
-        .with_root_certificates(roots);
-    let mut tls = match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(cert), Some(key)) => {
-            let certs =
-                kes_tls::load_certs(cert).map_err(|e| invalid_config(format!("tls.cert: {e}")))?;
-            let key = kes_tls::load_key(key, None)
-                .map_err(|e| invalid_config(format!("tls.key: {e}")))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| invalid_config(format!("tls.cert/tls.key: {e}")))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err(invalid_config("tls.cert and tls.key must be set together")),
-    };
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .http1_only()
-        .timeout(limits.request_timeout)
-        .connect_timeout(limits.connect_timeout)
-        // A bounded idle pool: connections to a restarted Vault go stale, and a small pool
-        // limits how many a request may find dead.
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(32)
-        .build()
-        .map_err(|e| invalid_config(format!("http client: {e}")))
-}
-
 impl Inner {
-    fn call(&self, namespace: Option<&str>, token: &str) -> Call {
-        Call {
-            http: rustify::clients::reqwest::Client::new(&self.endpoint, self.reqwest.clone()),
-            middle: EndpointMiddleware {
-                token: token.to_owned(),
-                version: "v1".to_owned(),
-                wrap: None,
-                namespace: namespace.map(str::to_owned),
-            },
-            settings: Arc::clone(&self.settings),
-        }
-    }
-
-    fn current_token(&self) -> (Arc<Zeroizing<String>>, u64) {
-        let state = self.token.read();
-        (Arc::clone(&state.token), state.generation)
-    }
-
-    fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(1))
-            .with_max_times(self.limits.attempts.saturating_sub(1))
-            .with_jitter()
-    }
-
-    /// Runs one KV or transit request with bounded retries of retryable failures, and one new
-    /// login if Vault refuses the current token.
-    async fn run<T, F>(&self, op: Op, f: F) -> Result<T, StoreError>
-    where
-        T: Send,
-        F: Fn(Call) -> CallFuture<T> + Send + Sync,
-    {
-        (|| self.attempt(op, &f))
-            .retry(self.backoff())
-            .when(|e| {
-                matches!(
-                    e,
-                    StoreError::Unavailable {
-                        retryable: true,
-                        ..
-                    }
-                )
-            })
-            .await
-    }
-
-    async fn attempt<T, F>(&self, op: Op, f: &F) -> Result<T, StoreError>
-    where
-        F: Fn(Call) -> CallFuture<T>,
-    {
-        let (token, generation) = self.current_token();
-        let err = match f(self.call(self.kv_namespace.as_deref(), &token)).await {
-            Ok(v) => return Ok(v),
-            Err(e) => classify(e, op),
-        };
-        if !matches!(err, StoreError::Denied(_)) || matches!(self.login, Login::Token) {
-            return Err(err);
-        }
-        // The token may have expired while renewal could not reach Vault: log in again and
-        // retry once. A second 403 is a real refusal by Vault's policy.
-        self.relogin(generation).await?;
-        let (token, _) = self.current_token();
-        f(self.call(self.kv_namespace.as_deref(), &token))
-            .await
-            .map_err(|e| classify(e, op))
-    }
-
-    /// Logs in unless another caller already did since `seen` was the current generation.
-    async fn relogin(&self, seen: u64) -> Result<(), StoreError> {
-        let _guard = self.login_lock.lock().await;
-        if self.token.read().generation != seen {
-            return Ok(());
-        }
-        self.login_now().await.map(|_| ())
-    }
-
-    /// Logs in with the configured method (with bounded retries) and installs the new token.
-    async fn login_now(&self) -> Result<Lease, StoreError> {
-        let auth = (|| self.login_once())
-            .retry(self.backoff())
-            .when(|e| {
-                matches!(
-                    e,
-                    StoreError::Unavailable {
-                        retryable: true,
-                        ..
-                    }
-                )
-            })
-            .await?;
-        check_header("token from vault", &auth.client_token).map_err(|_| {
-            StoreError::Invalid("vault issued a token that is not header-safe".into())
-        })?;
-        let lease = Lease::of(&auth);
-        let mut state = self.token.write();
-        state.token = Arc::new(Zeroizing::new(auth.client_token.clone()));
-        state.generation += 1;
-        Ok(lease)
-    }
-
-    async fn login_once(&self) -> Result<AuthInfo, StoreError> {
-        let call = self.call(self.auth_namespace.as_deref(), "");
-        let result = match &self.login {
-            Login::Token => {
-                return Err(StoreError::Denied(
-                    "the vault token was refused and no login method is configured".into(),
-                ))
-            }
-            Login::AppRole {
-                engine,
-                role_id,
-                secret_id,
-                ..
-            } => vaultrs::auth::approle::login(&call, engine, role_id, secret_id).await,
-            Login::Kubernetes {
-                engine, role, jwt, ..
-            } => {
-                let jwt = match jwt {
-                    Jwt::Inline(j) => j.clone(),
-                    Jwt::File(path) => {
-                        let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-                            StoreError::unavailable(
-                                false,
-                                format!("reading the kubernetes jwt '{}': {e}", path.display()),
-                            )
-                        })?;
-                        Zeroizing::new(text.trim().to_owned())
-                    }
-                };
-                vaultrs::auth::kubernetes::login(&call, engine, role, &jwt).await
-            }
-        };
-        result.map_err(|e| match bad_request(e) {
-            // Vault answers a login with wrong credentials with 400.
-            Ok(message) => StoreError::Denied(format!("vault refused the login: {message}")),
-            Err(e) => match classify(e, Op::Read) {
-                // A missing auth mount is the configuration's fault, not a missing key.
-                StoreError::NotFound => StoreError::Denied("vault auth method not found".into()),
-                other => other,
-            },
-        })
-    }
-
-    /// The static token's lease, which also proves the token is valid. Read without vaultrs,
-    /// whose lookup type requires fields that some tokens (OpenBao's root tokens) lack.
-    async fn lookup_self(&self) -> Result<Lease, StoreError> {
-        let (token, _) = self.current_token();
-        let url = format!("{}/v1/auth/token/lookup-self", self.endpoint);
-        let info: Value = (|| async {
-            let mut req = self
-                .reqwest
-                .get(&url)
-                .header("X-Vault-Token", token.as_str());
-            if let Some(ns) = &self.auth_namespace {
-                req = req.header("X-Vault-Namespace", ns.as_str());
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| error::from_reqwest(e, Op::Read))?;
-            let code = resp.status().as_u16();
-            if code != 200 {
-                return Err(match error::from_status(code, "token lookup", Op::Read) {
-                    StoreError::NotFound => {
-                        StoreError::Denied("vault does not know the token".into())
-                    }
-                    other => other,
-                });
-            }
-            resp.json::<Value>()
-                .await
-                .map_err(|e| StoreError::Invalid(format!("token lookup: {e}")))
-        })
-        .retry(self.backoff())
-        .when(|e| {
-            matches!(
-                e,
-                StoreError::Unavailable {
-                    retryable: true,
-                    ..
-                }
-            )
-        })
-        .await?;
-        let data = &info["data"];
-        Ok(Lease {
-            ttl: Duration::from_secs(data["ttl"].as_u64().unwrap_or(0)),
-            renewable: data["renewable"].as_bool().unwrap_or(false),
-        })
-    }
-
-    async fn renew_self(&self) -> Result<Lease, StoreError> {
-        let (token, _) = self.current_token();
-        let call = self.call(self.auth_namespace.as_deref(), &token);
-        let auth = vaultrs::token::renew_self(&call, None)
-            .await
-            .map_err(|e| classify(e, Op::Write))?;
-        Ok(Lease::of(&auth))
-    }
-
     fn path(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
         } else {
             format!("{}/{name}", self.prefix)
         }
-    }
-
-    /// The stored string for `value`: the value itself, or its transit ciphertext.
-    async fn wrap(&self, value: &[u8]) -> Result<String, StoreError> {
-        let Some((engine, key)) = self.transit.clone() else {
-            return String::from_utf8(value.to_vec()).map_err(|_| {
-                StoreError::Invalid("vault stores text and the value is not UTF-8".into())
-            });
-        };
-        let plaintext = base64::engine::general_purpose::STANDARD.encode(value);
-        let out = self
-            .run(Op::Write, move |c| {
-                let (engine, key, plaintext) = (engine.clone(), key.clone(), plaintext.clone());
-                Box::pin(async move {
-                    vaultrs::transit::data::encrypt(&c, &engine, &key, &plaintext, None).await
-                })
-            })
-            .await
-            .map_err(|e| match e {
-                // Encrypting has no side effect, so it may always be retried; and a missing
-                // transit key is a configuration problem, not a missing entry.
-                StoreError::NotFound => {
-                    StoreError::unavailable(false, "vault transit key not found")
-                }
-                other => other,
-            })?;
-        Ok(out.ciphertext)
-    }
-
-    /// The value for a stored string, decrypting transit ciphertexts.
-    async fn unwrap(&self, stored: String) -> Result<Vec<u8>, StoreError> {
-        if !is_transit_ciphertext(&stored) {
-            return Ok(stored.into_bytes());
-        }
-        let Some((engine, key)) = self.transit.clone() else {
-            return Err(StoreError::Invalid(
-                "the entry is wrapped by vault transit, but no transit key is configured".into(),
-            ));
-        };
-        let stored = Arc::new(stored);
-        let out = self
-            .run(Op::Read, move |c| {
-                let (engine, key, ct) = (engine.clone(), key.clone(), Arc::clone(&stored));
-                Box::pin(async move {
-                    // Transit answers 400 for a ciphertext it cannot decrypt: an answer about
-                    // the entry, kept apart from failures of the request.
-                    match vaultrs::transit::data::decrypt(&c, &engine, &key, &ct, None).await {
-                        Ok(out) => Ok(Ok(out)),
-                        Err(e) => bad_request(e).map(Err),
-                    }
-                })
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound => {
-                    StoreError::unavailable(false, "vault transit key not found")
-                }
-                other => other,
-            })?
-            .map_err(|message| {
-                StoreError::Invalid(format!("vault transit cannot decrypt the entry: {message}"))
-            })?;
-        let plaintext = Zeroizing::new(out.plaintext);
-        base64::engine::general_purpose::STANDARD
-            .decode(plaintext.as_bytes())
-            .map_err(|e| StoreError::Invalid(format!("vault transit returned invalid base64: {e}")))
     }
 
     /// The stored string at `name`, without transit decryption.
@@ -1062,62 +642,6 @@ impl KeyStore for VaultStore {
         Ok(StoreStatus {
             latency: start.elapsed(),
         })
-    }
-}
-
-/// Keeps the token alive: renews at 80% of its TTL and logs in again when renewal fails or
-/// the token approaches its maximum TTL (Vault then grants less than half the usual TTL).
-/// Ends when the store is dropped or the token never expires.
-async fn renew_loop(store: Weak<Inner>, mut lease: Lease) {
-    // The TTL a fresh login grants; renewals that return much less mean max_ttl is near.
-    let mut full_ttl = lease.ttl;
-    let mut delay = lease.ttl.mul_f64(0.8);
-    let mut failures: u32 = 0;
-    loop {
-        tokio::time::sleep(delay).await;
-        let Some(inner) = store.upgrade() else { return };
-        if lease.renewable {
-            match inner.renew_self().await {
-                Ok(renewed) if renewed.ttl >= full_ttl / 2 && !renewed.ttl.is_zero() => {
-                    tracing::debug!(ttl_s = renewed.ttl.as_secs(), "renewed the vault token");
-                    lease = renewed;
-                    delay = renewed.ttl.mul_f64(0.8);
-                    failures = 0;
-                    continue;
-                }
-                Ok(renewed) => {
-                    tracing::debug!(
-                        ttl_s = renewed.ttl.as_secs(),
-                        "vault token near its max ttl"
-                    );
-                }
-                Err(e) => tracing::warn!(error = %e, "renewing the vault token failed"),
-            }
-        }
-        if matches!(inner.login, Login::Token) {
-            tracing::warn!("the static vault token can no longer be renewed");
-            return;
-        }
-        let _guard = inner.login_lock.lock().await;
-        match inner.login_now().await {
-            Ok(fresh) => {
-                tracing::debug!(ttl_s = fresh.ttl.as_secs(), "logged in to vault again");
-                lease = fresh;
-                full_ttl = fresh.ttl;
-                failures = 0;
-                if fresh.ttl.is_zero() {
-                    return;
-                }
-                delay = fresh.ttl.mul_f64(0.8);
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                // Try again soon, but never hammer an unreachable Vault.
-                delay = Duration::from_secs(1u64 << failures.min(5)).min(MAX_LOGIN_RETRY_DELAY);
-                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "vault login failed");
-                lease.renewable = false;
-            }
-        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod ca;
 pub mod certgen;
 pub mod check;
 pub mod conn;
+pub mod insecure;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};

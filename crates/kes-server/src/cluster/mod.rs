@@ -29,10 +29,9 @@ pub mod tls;
 
 use crate::error::{ApiError, StoreOp};
 use crate::keys::CachedKey;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
 use arc_swap::ArcSwapOption;
 use kes_config::CacheConfig;
+pub use kes_crypto::Cck;
 use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::{KeyStore, ListPage, StoreError, StoreStatus, MAX_LIST_PAGE};
 use kes_raft::types::{NodeId, Raft};
@@ -41,7 +40,6 @@ use kms::{KmsHealth, MeteredStore};
 use net::{PeerError, Peers, PEER_TIMEOUT};
 use openraft::BasicNode;
 use parking_lot::{Mutex, RwLock};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,9 +61,17 @@ pub const CONTACT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How often a sealed node retries getting the cluster cache key.
 pub const UNSEAL_RETRY: Duration = Duration::from_secs(1);
 
-/// Longest wait for the KMS when a request re-confirms a cached key; past it the KMS counts as
-/// unreachable and the cached key is served under the offline rules.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a crypto request waits on the KMS (re-confirming a cached key, or reading a key
+/// this node does not hold). Past it the KMS counts as unreachable: the cached key is served
+/// under the offline rules, a key not cached answers 504, and later requests do not wait at
+/// all until a probe finds the KMS again. Well above a healthy KMS's read time, well below
+/// what a client waits for before it gives up on the node. Documented in the README ("Cache
+/// and KMS outages").
+pub const KMS_WAIT: Duration = Duration::from_millis(500);
+
+/// Longest wait for a keystore read no request waits on: unwrapping the cluster cache key,
+/// settling a create whose outcome was lost.
+pub const KMS_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a leader keeps checking, after a create whose outcome the KMS left unknown, whether
 /// the key arrived in the KMS, so that it ends up in both the KMS and the cache or in neither.
@@ -83,64 +89,6 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// The 32-byte cluster cache key.
-pub struct Cck(Zeroizing<[u8; 32]>);
-
-impl Cck {
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(self.0.as_ref().into())
-    }
-
-    /// `nonce || AES-256-GCM(cck, value, AD = name)`.
-    pub fn seal(&self, name: &str, value: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut out = nonce.to_vec();
-        // Encrypting a short value into a Vec cannot fail.
-        if let Ok(ct) = self.cipher().encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: value,
-                aad: name.as_bytes(),
-            },
-        ) {
-            out.extend_from_slice(&ct);
-        }
-        out
-    }
-
-    pub fn open(&self, name: &str, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        if sealed.len() < 12 + 16 {
-            return None;
-        }
-        let (nonce, ct) = sealed.split_at(12);
-        self.cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: name.as_bytes(),
-                },
-            )
-            .ok()
-            .map(Zeroizing::new)
-    }
-
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        // Copied straight into the wiped buffer: no stray copy of the key on the stack.
-        if b.len() != 32 {
-            return None;
-        }
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(b);
-        Some(Self(key))
-    }
 }
 
 /// Messages between nodes besides Raft's own.
@@ -640,11 +588,10 @@ impl Cluster {
     /// replicated state: a confirmation, or the eviction of the entry.
     async fn confirm(&self, name: &str, hit: &Hit) -> Result<Confirmation, ApiError> {
         // Keystore reads are key material: wiped when dropped, here and below.
-        let read = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
+        let read = match tokio::time::timeout(KMS_WAIT, self.store.get(name)).await {
             Ok(r) => r.map(Zeroizing::new),
             Err(_) => {
-                let e =
-                    StoreError::unavailable(true, format!("no answer within {CONFIRM_TIMEOUT:?}"));
+                let e = StoreError::unavailable(true, format!("no answer within {KMS_WAIT:?}"));
                 self.kms.record_unreachable(&e);
                 Err(e)
             }
@@ -754,16 +701,20 @@ impl Cluster {
     async fn fetch(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ApiError> {
         let observed = self.applied_index();
         let generation = self.state.read(|s| s.generation(name));
-        let raw = self
-            .store
-            .get(name)
-            .await
-            .map(Zeroizing::new)
-            .map_err(|e| match e {
-                StoreError::NotFound => ApiError::KeyNotFound,
-                // A miss while the keystore is down must not look like a definitive 404.
-                e => ApiError::store(StoreOp::Read, e),
-            })?;
+        let read = match tokio::time::timeout(KMS_WAIT, self.store.get(name)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let e = StoreError::unavailable(true, format!("no answer within {KMS_WAIT:?}"));
+                self.kms.record_unreachable(&e);
+                // Not a definitive 404: clients should try elsewhere or later.
+                return Err(ApiError::NotReachable);
+            }
+        };
+        let raw = read.map(Zeroizing::new).map_err(|e| match e {
+            StoreError::NotFound => ApiError::KeyNotFound,
+            // A miss while the keystore is down must not look like a definitive 404.
+            e => ApiError::store(StoreOp::Read, e),
+        })?;
         let version = KeyVersion::parse(&raw).map_err(|e| {
             tracing::error!(key = %name, error = %e, "keystore entry is not a valid key");
             ApiError::store(StoreOp::Read, StoreError::Invalid(e.to_string()))
@@ -773,21 +724,26 @@ impl Cluster {
         self.decoded
             .write()
             .insert(name.to_owned(), ((generation, 0), Arc::clone(&k)));
-        if let Some(cck) = self.cck.load_full() {
-            let cmd = Command::FillKey {
-                name: name.to_owned(),
-                sealed: cck.seal(name, &raw),
-                at_ms,
-                observed,
-            };
-            let this = Arc::clone(self);
-            // The answer does not wait for the fill: the keystore is authoritative, and the
-            // fill only spares the other nodes (and restarts) a keystore read.
-            tokio::spawn(async move {
-                if let Err(e) = this.propose(cmd).await {
-                    tracing::debug!(error = %e, "cache fill not committed");
-                }
-            });
+        let sealed = self.cck.load_full().map(|cck| cck.seal(name, &raw));
+        match sealed {
+            None => {}
+            Some(Err(e)) => tracing::error!(key = %name, error = %e, "cache fill not proposed"),
+            Some(Ok(sealed)) => {
+                let cmd = Command::FillKey {
+                    name: name.to_owned(),
+                    sealed,
+                    at_ms,
+                    observed,
+                };
+                let this = Arc::clone(self);
+                // The answer does not wait for the fill: the keystore is authoritative, and the
+                // fill only spares the other nodes (and restarts) a keystore read.
+                tokio::spawn(async move {
+                    if let Err(e) = this.propose(cmd).await {
+                        tracing::debug!(error = %e, "cache fill not committed");
+                    }
+                });
+            }
         }
         Ok(k)
     }
@@ -811,6 +767,8 @@ impl Cluster {
         let sweep = (self.expiry.unused / 2).max(Duration::from_secs(1));
         let mut next_sweep = Instant::now() + sweep;
         loop {
+            // Probe first: a node started during an outage knows of it before requests come.
+            let _ = self.kms.probe(self.store.as_ref()).await;
             let wait = if self.kms.is_down() {
                 kms::PROBE_INTERVAL_DOWN
             } else {
@@ -820,7 +778,6 @@ impl Cluster {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait.min(sweep)) => {}
             }
-            let _ = self.kms.probe(self.store.as_ref()).await;
             if Instant::now() >= next_sweep {
                 self.drop_idle();
                 next_sweep = Instant::now() + sweep;
@@ -920,6 +877,11 @@ impl Cluster {
         cck: Arc<Cck>,
     ) -> Result<(), ApiError> {
         let name = name.as_str();
+        // Sealed before the keystore write: a failure here leaves nothing half-written.
+        let sealed = cck.seal(name, &encoded).map_err(|e| {
+            tracing::error!(key = %name, error = %e, "create refused");
+            ApiError::Internal("sealing the cache entry failed")
+        })?;
         let _writing = self.write_lock(name).await;
         let generation = self.state.read(|s| s.generation(name));
         match self.store.create(name, &encoded).await {
@@ -951,7 +913,7 @@ impl Cluster {
         }
         let cmd = Command::PutKey {
             name: name.to_owned(),
-            sealed: cck.seal(name, &encoded),
+            sealed,
             at_ms: now_ms(),
         };
         match self.raft.client_write(cmd).await {
@@ -991,9 +953,12 @@ impl Cluster {
                 match this.store.get(&name).await.map(Zeroizing::new) {
                     Ok(stored) if *stored == *encoded => {
                         let Some(cck) = this.cck() else { continue };
+                        let Ok(sealed) = cck.seal(&name, &stored) else {
+                            continue;
+                        };
                         let cmd = Command::FillKey {
                             name: name.clone(),
-                            sealed: cck.seal(&name, &stored),
+                            sealed,
                             at_ms: now_ms(),
                             observed,
                         };
@@ -1061,6 +1026,9 @@ impl Cluster {
         let Some(cck) = self.cck() else {
             return RollForward::Retry;
         };
+        let Ok(sealed) = cck.seal(name, encoded) else {
+            return RollForward::Retry;
+        };
         match self.store.create(name, encoded).await {
             Ok(()) => {}
             // Ours (the lost request landed meanwhile) or someone else's: the next read tells.
@@ -1068,7 +1036,7 @@ impl Cluster {
         }
         let cmd = Command::PutKey {
             name: name.to_owned(),
-            sealed: cck.seal(name, encoded),
+            sealed,
             at_ms: now_ms(),
         };
         match self.raft.client_write(cmd).await {
@@ -1250,13 +1218,12 @@ impl Cluster {
         if self.state.read(|s| s.is_initialized()) {
             return Ok(());
         }
-        let mut raw = Zeroizing::new([0u8; 32]);
-        rand::rngs::OsRng.fill_bytes(raw.as_mut());
+        let cck = Cck::generate();
         let wrapping = self
             .wrapping_key(true)
             .await
             .map_err(|e| ApiError::store(StoreOp::Create, e))?;
-        let wrapped = wrapping.key.encrypt(raw.as_ref(), CCK_AD);
+        let wrapped = wrapping.key.encrypt(cck.bytes(), CCK_AD);
         let cmd = Command::Init {
             wrapped_cck: wrapped,
             admin: self.seed.admin.clone(),
@@ -1270,7 +1237,7 @@ impl Cluster {
             .await
             .map_err(|_| ApiError::ClusterUnavailable)?;
         if r.data == Outcome::Applied {
-            self.cck.store(Some(Arc::new(Cck(raw))));
+            self.cck.store(Some(Arc::new(cck)));
             tracing::info!("cluster state initialised");
         }
         Ok(())

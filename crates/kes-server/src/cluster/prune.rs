@@ -22,7 +22,7 @@
 //! next miss elsewhere. So the leader prunes below the smallest applied index of all members
 //! as it was at least [`FILL_MARGIN`] ago: a member's fill whose read began after that sample
 //! observed at least that index, so only fills that took longer than [`FILL_MARGIN`] from read
-//! to commit (far beyond a healthy keystore's read time and [`super::CONFIRM_TIMEOUT`]) are refused.
+//! to commit (far beyond a healthy keystore's read time and [`super::KMS_READ_TIMEOUT`]) are refused.
 //!
 //! A member that does not answer blocks pruning for that round. Safety does not need this (the
 //! prune point protects its fills too), but a member cut off for a while may come back with

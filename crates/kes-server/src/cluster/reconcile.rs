@@ -8,7 +8,7 @@
 //! [`RECONCILE_FOR`], and gives up early only if the name was written since (re-created, or
 //! deleted again, which settles it too).
 
-use super::{kms, now_ms, Cluster, Command, StoreError, CONFIRM_TIMEOUT, RECONCILE_FOR};
+use super::{kms, now_ms, Cluster, Command, StoreError, KMS_READ_TIMEOUT, RECONCILE_FOR};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -144,7 +144,7 @@ impl Cluster {
             return;
         }
         let observed = self.applied_index();
-        let raw = match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(name)).await {
+        let raw = match tokio::time::timeout(KMS_READ_TIMEOUT, self.store.get(name)).await {
             Ok(Ok(raw)) => Zeroizing::new(raw),
             Ok(Err(StoreError::NotFound)) => return,
             Ok(Err(e)) => {
@@ -154,9 +154,12 @@ impl Cluster {
             Err(_) => return,
         };
         let Some(cck) = self.cck() else { return };
+        let Ok(sealed) = cck.seal(name, &raw) else {
+            return;
+        };
         let cmd = Command::FillKey {
             name: name.to_owned(),
-            sealed: cck.seal(name, &raw),
+            sealed,
             at_ms: now_ms(),
             observed,
         };

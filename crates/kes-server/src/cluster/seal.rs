@@ -16,7 +16,7 @@
 //! and so does the leader every [`WRAPPING_CHECK_EVERY`], so that the loss is noticed while
 //! some node still holds the CCK.
 
-use super::{Cluster, StoreError, CONFIRM_TIMEOUT, WRAPPING_KEY};
+use super::{Cluster, StoreError, KMS_READ_TIMEOUT, WRAPPING_KEY};
 use std::time::Duration;
 
 /// How long a starting node that finds the wrapping key missing keeps asking its peers for the
@@ -57,7 +57,7 @@ impl Cluster {
     /// a peer, and periodically on the leader), and raises the alarm if it is not, since a node
     /// restarted when no member holds the cache key could not start.
     pub(super) async fn check_wrapping_entry(&self) {
-        match tokio::time::timeout(CONFIRM_TIMEOUT, self.store.get(WRAPPING_KEY)).await {
+        match tokio::time::timeout(KMS_READ_TIMEOUT, self.store.get(WRAPPING_KEY)).await {
             Ok(Err(StoreError::NotFound)) => {
                 tracing::error!(
                     entry = WRAPPING_KEY,

@@ -52,8 +52,17 @@ impl KeyStore for HeldStore {
 
 /// A single-node cluster on `store`, running until `cancel` fires.
 async fn node(store: Arc<HeldStore>, cancel: &CancellationToken) -> Arc<Cluster> {
-    let yaml = "address: 127.0.0.1:0\nadmin:\n  identity: disabled\ntls:\n  key: unused.key\n  cert: unused.cert\nkeystore:\n  memory: {}\n";
-    let cfg = kes_config::parse(yaml, &|_| None).unwrap().config;
+    node_with(store, "", cancel).await
+}
+
+/// A single-node cluster on `store` with `extra_yaml` added to its configuration.
+async fn node_with(
+    store: Arc<dyn KeyStore>,
+    extra_yaml: &str,
+    cancel: &CancellationToken,
+) -> Arc<Cluster> {
+    let yaml = format!("address: 127.0.0.1:0\nadmin:\n  identity: disabled\ntls:\n  key: unused.key\n  cert: unused.cert\nkeystore:\n  memory: {{}}\n{extra_yaml}");
+    let cfg = kes_config::parse(&yaml, &|_| None).unwrap().config;
     let cert = certgen::self_signed(
         "localhost",
         &["localhost".to_owned()],
@@ -108,7 +117,7 @@ async fn describe_racing_an_uncommitted_delete_answers_from_the_committed_state(
     let cck = cluster.cck().unwrap();
     let put = Command::PutKey {
         name: name.to_owned(),
-        sealed: cck.seal(name, &version.encode()),
+        sealed: cck.seal(name, &version.encode()).unwrap(),
         at_ms: now_ms(),
     };
     cluster.propose(put).await.unwrap();
@@ -268,7 +277,7 @@ async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
     let cck = cluster.cck().unwrap();
     let stale = Command::FillKey {
         name: "k0".to_owned(),
-        sealed: cck.seal("k0", &live.encode()),
+        sealed: cck.seal("k0", &live.encode()).unwrap(),
         at_ms: now_ms(),
         observed: sampled - 1,
     };
@@ -286,18 +295,116 @@ async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
     cancel.cancel();
 }
 
-#[test]
-fn cache_key_takes_exactly_32_bytes_and_binds_entries_to_their_name() {
-    assert!(Cck::from_slice(&[1; 31]).is_none());
-    assert!(Cck::from_slice(&[1; 33]).is_none());
-    let cck = Cck::from_slice(&[7; 32]).unwrap();
-    assert_eq!(cck.bytes(), &[7; 32]);
-    let sealed = cck.seal("a", b"value");
-    assert_eq!(
-        cck.open("a", &sealed).as_deref().map(Vec::as_slice),
-        Some(&b"value"[..])
+/// A keystore that stops answering while `hang` is set: a hung KMS, or one a restarted node
+/// cannot reach and whose client keeps retrying.
+#[derive(Default)]
+struct HungStore {
+    inner: MemoryStore,
+    hang: std::sync::atomic::AtomicBool,
+}
+
+impl HungStore {
+    async fn answer(&self) {
+        if self.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for HungStore {
+    fn kind(&self) -> &'static str {
+        "hung"
+    }
+    async fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.answer().await;
+        self.inner.create(name, value).await
+    }
+    async fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.answer().await;
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.answer().await;
+        self.inner.delete(name).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        continue_at: &str,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.answer().await;
+        self.inner.list(prefix, continue_at, limit).await
+    }
+    async fn status(&self) -> Result<StoreStatus, StoreError> {
+        self.answer().await;
+        self.inner.status().await
+    }
+}
+
+/// Expiry for the hung-keystore tests: keys unused for a second need re-confirmation, and an
+/// outage is served from the replica for an hour.
+const SHORT_UNUSED: &str = "cache:\n  expiry:\n    any: 5m\n    unused: 1s\n    offline: 1h\n";
+
+/// How long the tests below allow a request: [`KMS_WAIT`] plus slack for a busy machine, and
+/// still below the 2 s a re-confirmation used to wait (a fetch waited for ever).
+fn kms_bound() -> Duration {
+    const { assert!(KMS_WAIT.as_millis() <= 500) };
+    Duration::from_millis(1200)
+}
+
+/// A node whose keystore stops answering does not hold a crypto request longer than
+/// [`KMS_WAIT`]: a key due for re-confirmation is served from the replica under the offline
+/// window, and the next requests do not wait at all.
+#[tokio::test]
+async fn a_hung_keystore_holds_a_re_confirmation_at_most_kms_wait() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HungStore::default());
+    let cluster = node_with(
+        Arc::clone(&store) as Arc<dyn KeyStore>,
+        SHORT_UNUSED,
+        &cancel,
+    )
+    .await;
+    let version = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("k", &version).await.unwrap();
+    cluster.get("k").await.unwrap();
+    // Unused for longer than `unused`: its next use asks the keystore first.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    store.hang.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let key = tokio::time::timeout(kms_bound(), cluster.get("k"))
+            .await
+            .expect("the request waited on the hung keystore");
+        assert!(key.is_ok(), "served from the replica: {:?}", key.err());
+    }
+    assert!(cluster.kms.is_down(), "the node knows the keystore is down");
+    cancel.cancel();
+}
+
+/// A key the node does not hold, read while the keystore hangs, answers 504 (not a 404, so
+/// clients retry elsewhere) within [`KMS_WAIT`].
+#[tokio::test]
+async fn a_hung_keystore_holds_a_miss_at_most_kms_wait() {
+    let cancel = CancellationToken::new();
+    let store = Arc::new(HungStore::default());
+    let cluster = node_with(
+        Arc::clone(&store) as Arc<dyn KeyStore>,
+        SHORT_UNUSED,
+        &cancel,
+    )
+    .await;
+    store.hang.store(true, Ordering::SeqCst);
+    let miss = tokio::time::timeout(kms_bound(), cluster.get("never-cached"))
+        .await
+        .expect("the request waited on the hung keystore");
+    assert!(
+        matches!(miss, Err(ApiError::NotReachable)),
+        "want 504, got {:?}",
+        miss.err()
     );
-    assert!(cck.open("b", &sealed).is_none());
+    cancel.cancel();
 }
 
 /// A clock a year ahead cannot make a key fresh for everyone: the leader bounds the times of
