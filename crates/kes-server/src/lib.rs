@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kes_config::{ClientAuth, Config, KeystoreConfig, LogLevel};
+use kes_config::{ClientAuth, Config, KeystoreConfig};
 use kes_crypto::KeyType;
 use kes_keystore::{FsStore, KeyStore, MemoryStore, StoreError};
 use kes_policy::{Access, Decision, Policy};
@@ -369,7 +369,7 @@ impl Server {
             client_cert_optional: routes.any_skip_auth(),
         };
         let tls = Arc::new(ArcSwap::new(tls_source.build()?));
-        logs.set_audit_stdout(cfg.log.audit != LogLevel::Off);
+        logs.set_audit_stdout(cfg.log.audit);
         let key_type = KeyType::for_this_cpu();
 
         let (id, dir, members, peers, cluster_listen) = match &cfg.cluster {
@@ -720,11 +720,12 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
     if route.is_audited() {
         audit(
             app,
-            &conn.addr.ip().to_string(),
+            &conn.addr.ip(),
             decoded,
             identity,
             status,
             elapsed,
+            needs_leader(route.id),
         );
     }
     response
@@ -964,6 +965,7 @@ pub async fn forwarded(
             &fwd.identity,
             status,
             started.elapsed(),
+            true,
         );
     }
     let headers = response
@@ -1019,12 +1021,24 @@ async fn run_forwarded(
         .unwrap_or(Err(ApiError::Timeout))
 }
 
-/// Publishes one audit event.
-fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed: Duration) {
+/// Publishes one audit event; `change`: the route changes state (see [`logs`] for what goes
+/// to stdout). Nothing is built when the event would go nowhere.
+fn audit(
+    app: &App,
+    ip: &dyn std::fmt::Display,
+    path: String,
+    identity: &str,
+    status: u16,
+    elapsed: Duration,
+    change: bool,
+) {
+    if !app.logs.wants_audit(change) {
+        return;
+    }
     let event = AuditEvent {
         time: GoTime::now_utc(),
         request: AuditRequest {
-            ip: ip.to_owned(),
+            ip: ip.to_string(),
             path,
             identity: identity.to_owned(),
         },
@@ -1033,7 +1047,7 @@ fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed
             time: elapsed.as_millis() as u64,
         },
     };
-    let n = app.logs.audit(&event);
+    let n = app.logs.audit(&event, change);
     app.metrics
         .audit_events
         .fetch_add(n as u64, Ordering::Relaxed);
