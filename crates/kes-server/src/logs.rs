@@ -24,7 +24,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::{Filtered, LevelFilter};
 use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
 /// Events buffered per subscriber before the oldest are dropped.
@@ -113,8 +115,16 @@ impl LogHub {
     }
 
     /// A tracing layer that copies WARN and ERROR events into the error stream.
-    pub fn error_layer(&self) -> ErrorLayer {
-        ErrorLayer { hub: self.clone() }
+    ///
+    /// It carries its own WARN filter: an unfiltered layer is interested in every callsite,
+    /// which lifts the subscriber's maximum level to TRACE, and then every TRACE span of h2
+    /// (several per HTTP/2 request) was created, entered and closed in the span registry
+    /// although nothing recorded it, about a third of the server's CPU under HTTP/2 load.
+    pub fn error_layer<S>(&self) -> Filtered<ErrorLayer, LevelFilter, S>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        ErrorLayer { hub: self.clone() }.with_filter(LevelFilter::WARN)
     }
 }
 
@@ -172,6 +182,30 @@ mod tests {
             assert_eq!(hub.audit_to_stdout(true), change, "{level:?} change");
             assert_eq!(hub.audit_to_stdout(false), other, "{level:?} other");
         }
+    }
+
+    #[test]
+    fn error_layer_keeps_trace_spans_disabled() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let hub = LogHub::new();
+        let mut rx = hub.subscribe_error();
+        let info_only = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::sink)
+            .with_filter(LevelFilter::INFO);
+        let subscriber = tracing_subscriber::registry()
+            .with(info_only)
+            .with(hub.error_layer());
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(tracing::Level::TRACE));
+            assert!(tracing::span!(tracing::Level::TRACE, "poll").is_disabled());
+            tracing::warn!("disk almost full");
+            tracing::info!("not for the error stream");
+        });
+        let line = rx.try_recv();
+        assert!(line.is_ok(), "the warning reaches the error stream");
+        let line = line.unwrap_or_default();
+        assert!(String::from_utf8_lossy(&line).contains("disk almost full"));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
