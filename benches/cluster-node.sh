@@ -53,6 +53,7 @@ for i in range(1, n + 1):
         sys.exit(f"{p}: no admin identity to replace")
     open(p, "w").write(text)
 EOF
+CLUSTER_KEY="$API_KEY"
 for i in 1 2 3; do kb_start_node "$i"; done
 for i in 1 2 3; do kb_wait_node "$i" 60s >/dev/null; done
 LEADER="$(kb_wait_leader)"
