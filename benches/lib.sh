@@ -104,8 +104,14 @@ kb_start_single() {
     (cd "$dir" && "$BIN/kes" identity new --key server.key --cert server.cert \
         --ip 127.0.0.1 --dns localhost localhost >/dev/null)
     KES_KEY="$("$BIN/kes" identity | grep -o 'kes:v1:[A-Za-z0-9+/=]*' | head -1)"
-    local admin
+    local admin log
     admin="$("$BIN/kes" identity of "$KES_KEY")"
+    # SINGLE_LOG_AUDIT: log.audit of the node (default off); "default" leaves it unset.
+    log="log:
+  error: on
+  audit: ${SINGLE_LOG_AUDIT:-off}"
+    [ "${SINGLE_LOG_AUDIT:-}" = default ] && log="log:
+  error: on"
     cat >"$dir/kes.yaml" <<EOF
 address: 127.0.0.1:$KES_PORT
 admin:
@@ -113,9 +119,7 @@ admin:
 tls:
   key: $dir/server.key
   cert: $dir/server.cert
-log:
-  error: on
-  audit: off
+$log
 keystore:
   fs:
     path: $dir/keys
@@ -295,4 +299,158 @@ kb_meta_args() {
     if [ -n "${BAO:-}" ]; then
         META+=(--meta "openbao=$("$BAO" version | head -1)")
     fi
+}
+
+# Server CPU (utime+stime, clock ticks) and context switches (all threads) of process $1.
+kb_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kb_ctx_switches() {
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ {s += $2} END {print s + 0}'
+}
+CLK_TCK="$(getconf CLK_TCK)"
+
+# kb_drive TOOL LOAD OP URL BODY SECONDS OUT: one closed-loop run of oha or kes-bench against
+# URL (comma-separated for kes-bench) with POST /v1/key/OP/$KEY and BODY (oha; kes-bench makes
+# its own). Needs CERTS (client.cert, client.key), API_KEY, KEY, OHA and DRIVE_CA (default
+# $CERTS/server.cert), the CA that signed the server's certificate.
+kb_drive() {
+    local tool="$1" load="$2" op="$3" url="$4" body="$5" secs="$6" out="$7"
+    case "$tool" in
+    oha)
+        local flags=()
+        case "$load" in
+        h1) flags=(-c 16) ;;
+        h2x8) flags=(--http2 -c 2 -p 8) ;;
+        h2x16) flags=(--http2 -c 16 -p 1) ;;
+        esac
+        "$OHA" --no-tui --output-format json -z "${secs}s" "${flags[@]}" -m POST \
+            -T application/json -d "$body" --cacert "${DRIVE_CA:-$CERTS/server.cert}" \
+            --cert "$CERTS/client.cert" --key "$CERTS/client.key" \
+            "$url/v1/key/$op/$KEY" >"$out"
+        ;;
+    kes-bench)
+        local flags=()
+        case "$load" in
+        h1) flags=(--proto h1 -c 16) ;;
+        h2x8) flags=(--proto h2 -c 16 --connections 2) ;;
+        h2x16) flags=(--proto h2 -c 16 --connections 16) ;;
+        esac
+        "$BIN/kes-bench" -s "$url" --ca "${DRIVE_CA:-$CERTS/server.cert}" --api-key "$API_KEY" \
+            "${flags[@]}" -m "$op" --key-prefix "$KEY" --context '{}' --warmup 0s \
+            -d "${secs}s" -q --json "$out" >/dev/null
+        ;;
+    esac
+}
+
+# Installs oha (crates.io, OHA_VERSION) under the target directory unless one is on PATH;
+# sets OHA.
+kb_install_oha() {
+    OHA="$(command -v oha || true)"
+    if [ -z "$OHA" ]; then
+        OHA="$TARGET_DIR/tools/bin/oha"
+        if [ ! -x "$OHA" ] && [[ "$TOOLS" == *oha* ]]; then
+            step "install oha $OHA_VERSION (crates.io) into $TARGET_DIR/tools"
+            cargo install --locked --root "$TARGET_DIR/tools" --version "$OHA_VERSION" oha
+        fi
+    fi
+}
+
+# A server certificate for 127.0.0.1 and a client API key with its certificate and private key
+# (so oha and kes-bench authenticate as the same identity) in $WORK/certs; sets CERTS, API_KEY
+# and ADMIN (its identity).
+kb_bench_certs() {
+    step "certificates and configuration"
+    CERTS="$WORK/certs"
+    mkdir -p "$CERTS"
+    "$BIN/kes" identity new --key "$CERTS/server.key" --cert "$CERTS/server.cert" \
+        --ip 127.0.0.1 --dns localhost localhost >/dev/null
+    API_KEY="$("$BIN/kes" identity new --key "$CERTS/client.key" --cert "$CERTS/client.cert" client |
+        grep -o 'kes:v1:[A-Za-z0-9+/=]*' | head -1)"
+    ADMIN="$("$BIN/kes" identity of "$CERTS/client.cert")"
+    [ "$ADMIN" = "$("$BIN/kes" identity of "$API_KEY")" ]
+}
+
+# kb_start_kes NAME BINARY: a single kes node built from BINARY, with the certificates of
+# kb_bench_certs, a filesystem keystore and `log.audit` from LOG_AUDIT (unset: the default);
+# stdout (audit lines) goes to /dev/null, stderr to $WORK/NAME/kes.log. Sets URL[NAME] and
+# PID[NAME].
+declare -A URL PID
+kb_start_kes() {
+    local name="$1" bin="$2" dir="$WORK/$1" port
+    mkdir -p "$dir"
+    port="$(free_port)"
+    {
+        echo "address: 127.0.0.1:$port"
+        echo "admin:"
+        echo "  identity: $ADMIN"
+        echo "tls:"
+        echo "  key: $CERTS/server.key"
+        echo "  cert: $CERTS/server.cert"
+        if [ -n "${LOG_AUDIT:-}" ]; then
+            echo "log:"
+            echo "  audit: $LOG_AUDIT"
+        fi
+        echo "keystore:"
+        echo "  fs:"
+        echo "    path: $dir/keys"
+    } >"$dir/kes.yaml"
+    $SERVER_WRAPPER "$bin" server --config "$dir/kes.yaml" >/dev/null 2>"$dir/kes.log" &
+    PID[$name]=$!
+    PIDS+=("${PID[$name]}")
+    URL[$name]="https://127.0.0.1:$port"
+    "$BIN/kes-bench" wait -s "${URL[$name]}" --ca "$CERTS/server.cert" --api-key "$API_KEY" \
+        --timeout 60s >/dev/null || { tail -20 "$dir/kes.log" >&2; return 1; }
+}
+
+# Starts kes-floor with the certificates of kb_bench_certs; sets URL[floor] and PID[floor].
+kb_start_floor() {
+    local port
+    port="$(free_port)"
+    $SERVER_WRAPPER "$BIN/kes-floor" --addr "127.0.0.1:$port" \
+        --cert "$CERTS/server.cert" --key "$CERTS/server.key" 2>"$WORK/floor.log" &
+    PID[floor]=$!
+    PIDS+=("${PID[floor]}")
+    URL[floor]="https://127.0.0.1:$port"
+    wait_port "$port" 30
+}
+
+# kb_prepare_key TARGET: creates the key $KEY (default bench-key) on URL[TARGET] (trusting
+# CA[TARGET], default $CERTS/server.cert) and sets DECRYPT_BODY[TARGET] to a decrypt request
+# for a ciphertext that target produced, checked to decrypt.
+KEY="${KEY:-bench-key}"
+declare -A CA DECRYPT_BODY
+kb_prepare_key() {
+    local t="$1" ct
+    local curl=(curl -sS --fail --cacert "${CA[$t]:-$CERTS/server.cert}" --cert "$CERTS/client.cert"
+        --key "$CERTS/client.key" -X POST)
+    "${curl[@]}" "${URL[$t]}/v1/key/create/$KEY" -o /dev/null 2>/dev/null || true
+    ct="$("${curl[@]}" "${URL[$t]}/v1/key/generate/$KEY" -d '{"context":"e30="}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["ciphertext"])')"
+    DECRYPT_BODY[$t]="{\"ciphertext\":\"$ct\",\"context\":\"e30=\"}"
+    "${curl[@]}" "${URL[$t]}/v1/key/decrypt/$KEY" -d "${DECRYPT_BODY[$t]}" -o /dev/null
+}
+
+# kb_measure ROUND TOOL LOAD OP TARGET "PID...": a 1 s warm-up run, then a measured run of
+# SECONDS_PER_RUN against URL[TARGET], with the CPU and context switches of the given server
+# processes (summed) over the measured run; appends one JSON line to $RUNS and prints it.
+kb_measure() {
+    local round="$1" tool="$2" load="$3" op="$4" t="$5" pids="$6" body out p
+    local c0=0 c1=0 s0=0 s1=0
+    if [ "$op" = generate ]; then body='{"context":"e30="}'; else body="${DECRYPT_BODY[$t]}"; fi
+    DRIVE_CA="${CA[$t]:-$CERTS/server.cert}" \
+        kb_drive "$tool" "$load" "$op" "${URL[$t]}" "$body" 1 "$WORK/warmup.json"
+    out="$WORK/runs/$round-$tool-$load-$op-$t.json"
+    for p in $pids; do
+        c0=$((c0 + $(kb_cpu_ticks "$p"))) s0=$((s0 + $(kb_ctx_switches "$p")))
+    done
+    DRIVE_CA="${CA[$t]:-$CERTS/server.cert}" \
+        kb_drive "$tool" "$load" "$op" "${URL[$t]}" "$body" "$SECONDS_PER_RUN" "$out"
+    for p in $pids; do
+        c1=$((c1 + $(kb_cpu_ticks "$p"))) s1=$((s1 + $(kb_ctx_switches "$p")))
+    done
+    python3 "$ROOT/benches/compare_builds.py" run --tool "$tool" --file "$out" \
+        --round "$round" --load "$load" --op "$op" --target "$t" \
+        --cpu-s "$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN {print (b - a) / t}')" \
+        --ctxsw "$((s1 - s0))" | tee -a "$RUNS" |
+        python3 -c 'import json,sys; r=json.load(sys.stdin); print("  %-14s %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %6.1f us cpu/op  %.2f cs/op  errors %d" % (r["target"], r["ops_per_s"], r["p50_ms"], r["p99_ms"], r["cpu_us_per_op"], r["ctxsw_per_op"], r["errors"]))'
 }

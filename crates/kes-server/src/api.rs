@@ -11,10 +11,9 @@ use http::{header, HeaderValue, StatusCode};
 use kes_crypto::{KeyType, KeyVersion};
 use kes_types::wire::*;
 use kes_types::{list_prefix, to_go_json_line, valid_name, valid_pattern, Bytes64, GoTime};
-use rand::RngCore;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// A 200 answer with KES's JSON encoding.
 pub fn json<T: Serialize>(value: &T) -> Response {
@@ -163,15 +162,19 @@ pub async fn handle(
             let name = key_name(resource)?;
             let req: GenerateRequest = decode(&body)?;
             let key = app.cluster.get(name).await?;
-            let mut plaintext = Zeroizing::new([0u8; 32]);
-            rand::rngs::OsRng
-                .try_fill_bytes(plaintext.as_mut())
+            let (plaintext, ciphertext) = key
+                .version
+                .key
+                .generate_data_key(&req.context.0)
                 .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
-            let ciphertext = key.version.key.encrypt(plaintext.as_ref(), &req.context.0);
-            Ok(json(&GenerateResponse {
+            let mut resp = GenerateResponse {
                 plaintext: Bytes64(plaintext.to_vec()),
                 ciphertext: Bytes64(ciphertext),
-            }))
+            };
+            let answer = json(&resp);
+            // The response body is the only copy of the data key that leaves this function.
+            resp.plaintext.0.zeroize();
+            Ok(answer)
         }
         KeyEncrypt => {
             let name = key_name(resource)?;
@@ -186,14 +189,18 @@ pub async fn handle(
             let name = key_name(resource)?;
             let req: DecryptRequest = decode(&body)?;
             let key = app.cluster.get(name).await?;
-            let plaintext = key
+            let mut plaintext = key
                 .version
                 .key
                 .decrypt(&req.ciphertext.0, &req.context.0)
                 .map_err(|_| ApiError::Decrypt)?;
-            Ok(json(&DecryptResponse {
-                plaintext: Bytes64(plaintext.to_vec()),
-            }))
+            // Moved into the response and back, not copied: the wiping buffer stays the only one.
+            let resp = DecryptResponse {
+                plaintext: Bytes64(std::mem::take(&mut *plaintext)),
+            };
+            let answer = json(&resp);
+            *plaintext = resp.plaintext.0;
+            Ok(answer)
         }
         KeyBulkDecrypt => {
             let name = key_name(resource)?;

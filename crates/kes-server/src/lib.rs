@@ -32,7 +32,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kes_config::{ClientAuth, Config, KeystoreConfig, LogLevel};
+use kes_config::{ClientAuth, Config, KeystoreConfig};
 use kes_crypto::KeyType;
 use kes_keystore::{FsStore, KeyStore, MemoryStore, StoreError};
 use kes_policy::{Access, Decision, Policy};
@@ -501,7 +501,7 @@ impl Server {
             client_cert_optional: routes.any_skip_auth(),
         };
         let tls = Arc::new(ArcSwap::new(tls_source.build()?));
-        logs.set_audit_stdout(cfg.log.audit != LogLevel::Off);
+        logs.set_audit_stdout(cfg.log.audit);
         let key_type = KeyType::for_this_cpu();
 
         let (id, dir, members, peers, cluster_listen) = match &cfg.cluster {
@@ -842,9 +842,10 @@ async fn serve_connection(
 
 /// Runs one request through KES's processing order.
 pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Response {
-    let decoded = percent_encoding::percent_decode_str(req.uri().path())
-        .decode_utf8_lossy()
-        .into_owned();
+    // The URI shares the request's buffer (no copy); the path is decoded in place unless it
+    // holds escapes, so a request without them allocates nothing for routing.
+    let uri = req.uri().clone();
+    let decoded = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
     let (route, resource) = match app.routes.find(&decoded) {
         Match::NotFound => return ApiError::NoRoute.into_response(),
         Match::Redirect(to) => {
@@ -859,22 +860,20 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
             }
             return resp;
         }
-        Match::Route { route, resource } => (route, resource.to_owned()),
+        Match::Route { route, resource } => (route, resource),
     };
     // A subtree root requested without its slash is served as KES serves it after the
     // redirect, so policies see the slashed path (`/v1/key/list/` for `/v1/key/list`).
-    let decoded = if route.is_subtree() && !decoded.starts_with(route.path) {
-        format!("{}{resource}", route.path)
-    } else {
-        decoded
-    };
+    let subtree_fix = (route.is_subtree() && !decoded.starts_with(route.path))
+        .then(|| format!("{}{resource}", route.path));
+    let path: &str = subtree_fix.as_deref().unwrap_or(&decoded);
     let started = Instant::now();
     let _active = route.is_metered().then(|| app.metrics.begin());
     let identity = match &conn.peer {
         PeerIdentity::Identity(id) => id.as_str(),
         _ => "",
     };
-    let response = match process(app, conn, route, &decoded, &resource, req).await {
+    let response = match process(app, conn, route, path, resource, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -886,11 +885,12 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
     if route.is_audited() {
         audit(
             app,
-            &conn.addr.ip().to_string(),
-            decoded,
+            &conn.addr.ip(),
+            path,
             identity,
             status,
             elapsed,
+            needs_leader(route.id),
         );
     }
     response
@@ -937,7 +937,8 @@ async fn process(
     resource: &str,
     req: Request<Body>,
 ) -> Result<Response, ApiError> {
-    let method = req.method().as_str().to_owned();
+    // Standard methods clone without allocating.
+    let method = req.method().clone();
     let method = method.as_str();
     if method != route.method && !(route.method == "PUT" && method == "POST") {
         return Err(ApiError::MethodNotAllowed {
@@ -945,12 +946,7 @@ async fn process(
             want: route.method,
         });
     }
-    let query = req.uri().query().map(str::to_owned);
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
+    let uri = req.uri().clone();
 
     // Authorisation needs only the path: it comes before the body is read, so a caller without
     // permission cannot make the server wait for or buffer a body.
@@ -972,15 +968,9 @@ async fn process(
     };
 
     if needs_leader(route.id) && !app.cluster.is_leader() && app.cluster.peers.is_some() {
-        if let Some(answer) = forward_to_leader(
-            app,
-            conn.addr.ip(),
-            method,
-            &path_and_query,
-            identity,
-            &body,
-        )
-        .await?
+        let path_and_query = uri.path_and_query().map_or("", |p| p.as_str());
+        if let Some(answer) =
+            forward_to_leader(app, conn.addr.ip(), method, path_and_query, identity, &body).await?
         {
             return Ok(answer);
         }
@@ -991,7 +981,7 @@ async fn process(
         route.id,
         Caller { identity },
         resource,
-        query.as_deref(),
+        uri.query(),
         body,
     );
     if route.timeout.is_zero() {
@@ -1126,10 +1116,11 @@ pub async fn forwarded(
         audit(
             app,
             &fwd.client,
-            path,
+            &path,
             &fwd.identity,
             status,
             started.elapsed(),
+            true,
         );
     }
     let headers = response
@@ -1185,13 +1176,25 @@ async fn run_forwarded(
         .unwrap_or(Err(ApiError::Timeout))
 }
 
-/// Publishes one audit event.
-fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed: Duration) {
+/// Publishes one audit event; `change`: the route changes state (see [`logs`] for what goes
+/// to stdout). Nothing is built when the event would go nowhere.
+fn audit(
+    app: &App,
+    ip: &dyn std::fmt::Display,
+    path: &str,
+    identity: &str,
+    status: u16,
+    elapsed: Duration,
+    change: bool,
+) {
+    if !app.logs.wants_audit(change) {
+        return;
+    }
     let event = AuditEvent {
         time: GoTime::now_utc(),
         request: AuditRequest {
-            ip: ip.to_owned(),
-            path,
+            ip: ip.to_string(),
+            path: path.to_owned(),
             identity: identity.to_owned(),
         },
         response: AuditResponse {
@@ -1199,7 +1202,7 @@ fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed
             time: elapsed.as_millis() as u64,
         },
     };
-    let n = app.logs.audit(&event);
+    let n = app.logs.audit(&event, change);
     app.metrics
         .audit_events
         .fetch_add(n as u64, Ordering::Relaxed);
@@ -1207,14 +1210,16 @@ fn audit(app: &App, ip: &str, path: String, identity: &str, status: u16, elapsed
 
 /// Reads at most `max` bytes of body; routes without a body never read it. Every chunk is
 /// charged to `budgets` (the connection's and the server's) as it arrives, and the returned
-/// permits hold the charge until the request is done with the body.
+/// permits hold the charge until the request is done with the body. A body that arrives in one
+/// chunk (the usual case) is kept as it came, without a copy.
 async fn read_body(
     req: Request<Body>,
     max: u64,
     budgets: [&Arc<tokio::sync::Semaphore>; 2],
-) -> Result<(Bytes, Vec<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+) -> Result<(Bytes, [Option<tokio::sync::OwnedSemaphorePermit>; 2]), ApiError> {
+    let mut held: [Option<tokio::sync::OwnedSemaphorePermit>; 2] = [None, None];
     if max == 0 {
-        return Ok((Bytes::new(), Vec::new()));
+        return Ok((Bytes::new(), held));
     }
     if let Some(len) = req
         .headers()
@@ -1227,27 +1232,49 @@ async fn read_body(
         }
     }
     let mut body = req.into_body();
-    let mut held: Vec<tokio::sync::OwnedSemaphorePermit> = Vec::new();
-    let mut buf = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<bytes::BytesMut> = None;
+    let mut len: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ApiError::InvalidBody)?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if buf.len() as u64 + data.len() as u64 > max {
+        if data.is_empty() {
+            continue;
+        }
+        len += data.len() as u64;
+        if len > max {
             return Err(ApiError::BodyTooLarge);
         }
         let n = u32::try_from(data.len()).map_err(|_| ApiError::BodyTooLarge)?;
-        for budget in budgets {
+        for (budget, slot) in budgets.into_iter().zip(held.iter_mut()) {
             let permit = Arc::clone(budget)
                 .acquire_many_owned(n)
                 .await
                 .map_err(|_| ApiError::Internal("body budget closed"))?;
-            held.push(permit);
+            match slot {
+                Some(p) => p.merge(permit),
+                None => *slot = Some(permit),
+            }
         }
-        buf.extend_from_slice(&data);
+        match (&mut buf, first.take()) {
+            (Some(b), _) => b.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(f)) => {
+                let mut b = bytes::BytesMut::with_capacity(f.len() + data.len());
+                b.extend_from_slice(&f);
+                b.extend_from_slice(&data);
+                buf = Some(b);
+            }
+        }
     }
-    Ok((buf.freeze(), held))
+    let body = match (buf, first) {
+        (Some(b), _) => b.freeze(),
+        (None, Some(f)) => f,
+        (None, None) => Bytes::new(),
+    };
+    Ok((body, held))
 }
 
 /// Connections the kernel queues for a listening port before they are accepted (tokio's

@@ -3,22 +3,67 @@
 //! be added here (cluster metrics live on their own endpoint).
 //!
 //! The exposition is written by hand in text format 0.0.4 because KES's counter names carry no
-//! `_total` suffix, which OpenMetrics encoders would add. Counting is lock-free: the hot path
-//! does a few relaxed atomic adds.
+//! `_total` suffix, which OpenMetrics encoders would add. Counting is lock-free and does not
+//! share cache lines between cores: every thread counts into its own shard (a few relaxed
+//! atomic adds on memory no other core writes), and the exposition sums the shards. The
+//! histogram keeps one count per bucket and is made cumulative when rendered.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Upper bounds of `kes_http_response_time`, in seconds.
 const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
+/// The same bounds in nanoseconds, for the hot path.
+const BUCKET_NANOS: [u64; 10] = [
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    1_500_000_000,
+    3_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+/// Shards of the counters: threads beyond this many share them (still correct, just contended).
+const SHARDS: usize = 16;
+/// Status codes counted per code (KES's families label every code it answers).
+const CODES: usize = 600;
+
+/// One thread's counters, aligned so that no two shards share a cache line.
+#[repr(align(128))]
+struct Shard {
+    by_code: [AtomicU64; CODES],
+    active: AtomicI64,
+    /// Requests per histogram bucket, not cumulative; the last one is `+Inf` only.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self {
+            by_code: std::array::from_fn(|_| AtomicU64::new(0)),
+            active: AtomicI64::new(0),
+            buckets: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The shard of the calling thread: assigned round robin at its first request.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
 
 pub struct Metrics {
-    by_code: Vec<AtomicU64>,
-    active: AtomicI64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
+    shards: Box<[Shard]>,
     pub error_events: AtomicU64,
     pub audit_events: AtomicU64,
     started: Instant,
@@ -27,11 +72,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            by_code: (0..600).map(|_| AtomicU64::new(0)).collect(),
-            active: AtomicI64::new(0),
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_nanos: AtomicU64::new(0),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             error_events: AtomicU64::new(0),
             audit_events: AtomicU64::new(0),
             started: Instant::now(),
@@ -44,7 +85,8 @@ pub struct ActiveGuard<'a>(&'a Metrics);
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        // Possibly another thread's shard than the increment's: only the sum is meaningful.
+        self.0.shard().active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -53,24 +95,46 @@ impl Metrics {
         self.started.elapsed()
     }
 
+    fn shard(&self) -> &Shard {
+        // `shards` has SHARDS entries and the index is taken modulo SHARDS.
+        &self.shards[shard_index() % self.shards.len()]
+    }
+
     pub fn begin(&self) -> ActiveGuard<'_> {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.shard().active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self)
     }
 
     pub fn observe(&self, status: u16, elapsed: Duration) {
-        if let Some(c) = self.by_code.get(status as usize) {
+        let shard = self.shard();
+        if let Some(c) = shard.by_code.get(status as usize) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        let secs = elapsed.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let bucket = BUCKET_NANOS
+            .iter()
+            .position(|le| nanos <= *le)
+            .unwrap_or(BUCKETS.len());
+        if let Some(b) = shard.buckets.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn code_count(&self, code: usize) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(|s| s.by_code.get(code))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn bucket_count(&self, i: usize) -> u64 {
+        self.shards
+            .iter()
+            .filter_map(|s| s.buckets.get(i))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The text exposition of every family.
@@ -84,7 +148,7 @@ impl Metrics {
         for (name, help, range) in classes {
             let series: Vec<(usize, u64)> = range
                 .filter_map(|c| {
-                    let v = self.by_code.get(c)?.load(Ordering::Relaxed);
+                    let v = self.code_count(c);
                     (v > 0).then_some((c, v))
                 })
                 .collect();
@@ -101,22 +165,28 @@ impl Metrics {
             &mut out,
             "kes_http_request_active",
             "Number of active requests that are not finished, yet.",
-            self.active.load(Ordering::Relaxed) as f64,
+            self.shards
+                .iter()
+                .map(|s| s.active.load(Ordering::Relaxed))
+                .sum::<i64>() as f64,
         );
         let _ = writeln!(
             out,
             "# HELP kes_http_response_time Histogram of request response times spawning from 10ms to 10s.\n# TYPE kes_http_response_time histogram"
         );
+        let mut count = 0;
         for (i, le) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "kes_http_response_time_bucket{{le=\"{le}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
-            );
+            count += self.bucket_count(i);
+            let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"{le}\"}} {count}");
         }
-        let count = self.count.load(Ordering::Relaxed);
+        count += self.bucket_count(BUCKETS.len());
         let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self
+            .shards
+            .iter()
+            .map(|s| s.sum_nanos.load(Ordering::Relaxed))
+            .sum::<u64>() as f64
+            / 1e9;
         let _ = writeln!(out, "kes_http_response_time_sum {sum}");
         let _ = writeln!(out, "kes_http_response_time_count {count}");
         counter(
@@ -226,6 +296,28 @@ impl ProcStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_from_every_thread_add_up() {
+        let m = Metrics::default();
+        std::thread::scope(|s| {
+            for _ in 0..(SHARDS + 3) {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        let _active = m.begin();
+                        m.observe(200, Duration::from_millis(20));
+                    }
+                });
+            }
+        });
+        let n = (SHARDS + 3) * 100;
+        let text = m.render();
+        assert!(text.contains(&format!("kes_http_request_success{{code=\"200\"}} {n}")));
+        assert!(text.contains(&format!("kes_http_response_time_count {n}")));
+        assert!(text.contains("kes_http_response_time_bucket{le=\"0.01\"} 0"));
+        assert!(text.contains(&format!("kes_http_response_time_bucket{{le=\"0.05\"}} {n}")));
+        assert!(text.contains("kes_http_request_active 0\n"));
+    }
 
     #[test]
     fn families_have_one_series_except_request_counters() {

@@ -49,8 +49,24 @@ impl From<Vec<u8>> for Bytes64 {
     }
 }
 
+/// Byte strings up to this size are encoded on the stack when serialized (data keys, KES
+/// ciphertexts of them, HMACs): no allocation per response.
+const STACK_ENCODE: usize = 192;
+
 impl Serialize for Bytes64 {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.len() <= STACK_ENCODE {
+            let mut buf = [0u8; STACK_ENCODE / 3 * 4];
+            if let Ok(n) = GO_STD.encode_slice(&self.0, &mut buf) {
+                let r = match std::str::from_utf8(&buf[..n]) {
+                    Ok(text) => s.serialize_str(text),
+                    Err(_) => s.serialize_str(&encode(&self.0)),
+                };
+                // The bytes may be a data key: leave no copy of it on the stack.
+                zeroize::Zeroize::zeroize(&mut buf);
+                return r;
+            }
+        }
         s.serialize_str(&encode(&self.0))
     }
 }

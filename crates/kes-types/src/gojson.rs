@@ -16,6 +16,14 @@ impl Formatter for GoFormatter {
         fragment: &str,
     ) -> io::Result<()> {
         let bytes = fragment.as_bytes();
+        // Most fragments (base64, key names, identities) hold nothing Go escapes: one byte scan
+        // instead of decoding every character. U+2028 and U+2029 both start with 0xE2.
+        if !bytes
+            .iter()
+            .any(|&b| matches!(b, b'<' | b'>' | b'&' | 0xE2))
+        {
+            return writer.write_all(bytes);
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             let esc = match c {
