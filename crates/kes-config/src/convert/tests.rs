@@ -12,7 +12,7 @@ tls:
   cert: ./server.cert
 keystore:
   fs:
-path: ./keys
+    path: ./keys
 ";
 
 fn no_env(_: &str) -> Option<String> {
@@ -90,30 +90,30 @@ tls:
   auth: ON
   ca: /etc/kes/ca
   proxy:
-identities: [p1, p2]
-header:
-  cert: X-Tls-Client-Cert
+    identities: [p1, p2]
+    header:
+      cert: X-Tls-Client-Cert
 policy:
   minio:
-allow:
-- /v1/key/create/*
-- /v1/status
-deny: [/v1/key/create/secret*]
-identities:
-- id-a
-- id-b
+    allow:
+    - /v1/key/create/*
+    - /v1/status
+    deny: [/v1/key/create/secret*]
+    identities:
+    - id-a
+    - id-b
   empty: {}
 cache:
   expiry:
-any: 5m0s
-unused: 30s
-offline: 1h2m
+    any: 5m0s
+    unused: 30s
+    offline: 1h2m
 api:
   /v1/status:
-skip_auth: true
-timeout: 2s
+    skip_auth: true
+    timeout: 2s
   /v1/key/create/:
-timeout: 0
+    timeout: 0
 log:
   error: WARN
   audit: off
@@ -184,18 +184,18 @@ tls:
   password: ${EMPTY}
 policy:
   app:
-allow: [\"${KEY}\"]
-identities:
-- ${APP}
+    allow: [\"${KEY}\"]
+    identities:
+    - ${APP}
 cache:
   expiry:
-any: ${ANY}
+    any: ${ANY}
 api:
   /v1/ready:
-skip_auth: ${SKIP}
+    skip_auth: ${SKIP}
 keystore:
   fs:
-path: ${KEY}
+    path: ${KEY}
 ";
     let c = ok_with(text, &env).config;
     assert_eq!(c.address.to_string(), "127.0.0.1:9000");
@@ -331,9 +331,9 @@ fn limits_default_and_validate() {
     let c = ok(BASE).config;
     assert_eq!(c.limits, Limits::default());
     let c = ok(&with(
-        "limits:\n  connections: 100\n  connections_per_ip: 10\n  header_timeout: 2s\n  idle_timeout: 1m\n  body_timeout: 3s\n  http2_streams: 16\n  handshake_timeout: 4s\n",
-    ))
-    .config;
+            "limits:\n  connections: 100\n  connections_per_ip: 10\n  header_timeout: 2s\n  idle_timeout: 1m\n  body_timeout: 3s\n  http2_streams: 16\n  handshake_timeout: 4s\n",
+        ))
+        .config;
     assert_eq!(
         c.limits,
         Limits {
@@ -376,7 +376,7 @@ fn identity_in_two_policies() {
     assert_eq!(
         e.to_string(),
         "kesconf: invalid value for 'policy.b.identities': 'y' \
-         (identity is already assigned to policy 'a') at line 15"
+             (identity is already assigned to policy 'a') at line 15"
     );
     // Listed twice in the same policy is harmless: kept once, with a warning.
     let p = ok(&with("policy:\n  a:\n    identities: [x, x]\n"));
@@ -489,9 +489,9 @@ fn keystore_count() {
 fn vault_keystore() {
     let no_ks = BASE.replace("keystore:\n  fs:\n    path: ./keys\n", "");
     let c = ok(&format!(
-        "{no_ks}keystore:\n  vault:\n    endpoint: https://127.0.0.1:8200\n    approle:\n      id: rid\n      secret: sid\n"
-    ))
-    .config;
+            "{no_ks}keystore:\n  vault:\n    endpoint: https://127.0.0.1:8200\n    approle:\n      id: rid\n      secret: sid\n"
+        ))
+        .config;
     let KeystoreConfig::Vault(v) = c.keystore else {
         panic!("not vault")
     };
@@ -510,18 +510,18 @@ fn vault_keystore() {
     let full = format!(
         "{no_ks}keystore:
   vault:
-endpoint: https://vault:8200
-engine: secrets
-version: v2
-namespace: ns1
-prefix: kes
-transit: {{ key: wrap }}
-kubernetes:
-  role: kes
-  jwt: /var/run/secrets/token
-tls: {{ key: c.key, cert: c.crt, ca: ca.crt }}
-status:
-  ping: 3s
+    endpoint: https://vault:8200
+    engine: secrets
+    version: v2
+    namespace: ns1
+    prefix: kes
+    transit: {{ key: wrap }}
+    kubernetes:
+      role: kes
+      jwt: /var/run/secrets/token
+    tls: {{ key: c.key, cert: c.crt, ca: ca.crt }}
+    status:
+      ping: 3s
 "
     );
     let KeystoreConfig::Vault(v) = ok(&full).config.keystore else {
@@ -580,14 +580,14 @@ fn aws_keystore() {
     let text = format!(
         "{no_ks}keystore:
   aws:
-secretsmanager:
-  endpoint: secretsmanager.us-east-1.amazonaws.com
-  region: us-east-1
-  kmskey: alias/kes
-  credentials:
-    accesskey: AKIA
-    secretkey: ${{AWS_SECRET}}
-    token: \"\"
+    secretsmanager:
+      endpoint: secretsmanager.us-east-1.amazonaws.com
+      region: us-east-1
+      kmskey: alias/kes
+      credentials:
+        accesskey: AKIA
+        secretkey: ${{AWS_SECRET}}
+        token: \"\"
 "
     );
     let env = |n: &str| (n == "AWS_SECRET").then(|| "s3cr3t".to_owned());
@@ -614,17 +614,17 @@ fn gcp_keystore() {
     let text = format!(
         "{no_ks}keystore:
   gcp:
-secretmanager:
-  project_id: my-project
-  endpoint: \"\"
-  scopes:
-    - https://www.googleapis.com/auth/cloud-platform
-    - ${{EXTRA_SCOPE}}
-  credentials:
-    client_email: kes@my-project.iam.gserviceaccount.com
-    client_id: \"1234\"
-    private_key_id: abcd
-    private_key: ${{GCP_KEY}}
+    secretmanager:
+      project_id: my-project
+      endpoint: \"\"
+      scopes:
+        - https://www.googleapis.com/auth/cloud-platform
+        - ${{EXTRA_SCOPE}}
+      credentials:
+        client_email: kes@my-project.iam.gserviceaccount.com
+        client_id: \"1234\"
+        private_key_id: abcd
+        private_key: ${{GCP_KEY}}
 "
     );
     let env = |n: &str| match n {
@@ -657,9 +657,9 @@ secretmanager:
     );
     // No credentials: default credentials, and the default scope.
     let c = ok(&format!(
-        "{no_ks}keystore:\n  gcp:\n    secretmanager:\n      project_id: p\n      credentials:\n        client_email: \"\"\n"
-    ))
-    .config;
+            "{no_ks}keystore:\n  gcp:\n    secretmanager:\n      project_id: p\n      credentials:\n        client_email: \"\"\n"
+        ))
+        .config;
     let KeystoreConfig::GcpSecretManager(g) = c.keystore else {
         panic!("not gcp")
     };
@@ -673,12 +673,12 @@ fn azure_keystore() {
     let text = format!(
         "{no_ks}keystore:
   azure:
-keyvault:
-  endpoint: https://kes.vault.azure.net
-  credentials:
-    tenant_id: t
-    client_id: c
-    client_secret: ${{AZURE_SECRET}}
+    keyvault:
+      endpoint: https://kes.vault.azure.net
+      credentials:
+        tenant_id: t
+        client_id: c
+        client_secret: ${{AZURE_SECRET}}
 "
     );
     let env = |n: &str| (n == "AZURE_SECRET").then(|| "s3cr3t".to_owned());
@@ -705,9 +705,9 @@ keyvault:
     };
     assert_eq!(e.field(), Some("keystore.azure.keyvault.managed_identity"));
     let c = ok(&format!(
-        "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n      managed_identity:\n        client_id: m\n"
-    ))
-    .config;
+            "{no_ks}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n      managed_identity:\n        client_id: m\n"
+        ))
+        .config;
     let KeystoreConfig::AzureKeyVault(a) = c.keystore else {
         panic!("not azure")
     };
@@ -733,13 +733,13 @@ fn fortanix_keystore() {
     let text = format!(
         "{no_ks}keystore:
   fortanix:
-sdkms:
-  endpoint: https://sdkms.fortanix.com
-  group_id: g1
-  credentials:
-    key: ${{FORTANIX_KEY}}
-  tls:
-    ca: /etc/kes/dsm-ca.pem
+    sdkms:
+      endpoint: https://sdkms.fortanix.com
+      group_id: g1
+      credentials:
+        key: ${{FORTANIX_KEY}}
+      tls:
+        ca: /etc/kes/dsm-ca.pem
 "
     );
     let env = |n: &str| (n == "FORTANIX_KEY").then(|| "a2V5OnNlY3JldA==".to_owned());
@@ -763,14 +763,14 @@ fn keysecure_keystore() {
     let text = format!(
         "{no_ks}keystore:
   gemalto:
-keysecure:
-  endpoint: https://ciphertrust.example
-  credentials:
-    token: ${{KS_TOKEN}}
-    domain: kes
-    retry: 15s
-  tls:
-    ca: /etc/kes/ks-ca.pem
+    keysecure:
+      endpoint: https://ciphertrust.example
+      credentials:
+        token: ${{KS_TOKEN}}
+        domain: kes
+        retry: 15s
+      tls:
+        ca: /etc/kes/ks-ca.pem
 "
     );
     let env = |n: &str| (n == "KS_TOKEN").then(|| "refresh-secret".to_owned());
@@ -798,15 +798,15 @@ fn keycontrol_keystore() {
     let text = format!(
         "{no_ks}keystore:
   entrust:
-keycontrol:
-  endpoint: https://keycontrol.example
-  vault_id: v1
-  box_id: b1
-  credentials:
-    username: kes
-    password: ${{KC_PASSWORD}}
-  tls:
-    ca: /etc/kes/kc-ca.pem
+    keycontrol:
+      endpoint: https://keycontrol.example
+      vault_id: v1
+      box_id: b1
+      credentials:
+        username: kes
+        password: ${{KC_PASSWORD}}
+      tls:
+        ca: /etc/kes/kc-ca.pem
 "
     );
     let env = |n: &str| (n == "KC_PASSWORD").then(|| "pa55word".to_owned());
@@ -829,9 +829,9 @@ fn bitwarden_keystore() {
     let text = format!(
         "{no_ks}keystore:
   bitwarden:
-secretsmanager:
-  project_id: p1
-  access_token: ${{BWS_ACCESS_TOKEN}}
+    secretsmanager:
+      project_id: p1
+      access_token: ${{BWS_ACCESS_TOKEN}}
 "
     );
     let env = |n: &str| (n == "BWS_ACCESS_TOKEN").then(|| "0.id.secret:a2V5".to_owned());
@@ -858,13 +858,13 @@ cluster:
   address: 0.0.0.0:7374
   data_dir: /var/lib/kes
   members:
-1: 10.0.0.1:7374
-2: node2.example:7374
-3: \"[fd00::3]:7374\"
+    1: 10.0.0.1:7374
+    2: node2.example:7374
+    3: \"[fd00::3]:7374\"
   tls:
-key: node.key
-cert: node.cert
-ca: ca.cert
+    key: node.key
+    cert: node.cert
+    ca: ca.cert
 ";
 
 #[test]
