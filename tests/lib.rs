@@ -161,7 +161,7 @@ impl TestServer {
         // Ready, and listening: the API port opens only once the node can serve, a moment
         // after the cluster says so.
         for _ in 0..200 {
-            if self.app.cluster.serving() == kes_server::cluster::Serving::Ok
+            if self.app.cluster.serving() == kes_cluster::Serving::Ok
                 && tokio::net::TcpStream::connect(self.addr).await.is_ok()
             {
                 return;

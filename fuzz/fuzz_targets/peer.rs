@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    kes_server::cluster::rpc::decode_any(data);
+    kes_cluster::peer::server::decode_any(data);
 });

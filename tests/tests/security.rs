@@ -286,8 +286,9 @@ async fn verified_clients_need_the_configured_ca_and_the_client_usage() {
 // 2. The node-to-node port answers current members only, and the leader checks what it is
 //    asked.
 
-use kes_server::cluster::net::{PeerError, Peers};
-use kes_server::cluster::{ForwardRequest, ForwardResponse};
+use kes_cluster::peer::client::{PeerError, Peers};
+use kes_cluster::peer::wire::{Forward, ForwardResult};
+use kes_cluster::{Refusal, WriteOp};
 use kes_state::{Command, PolicyDef};
 
 /// A node-port client with node `i`'s certificate (which the cluster CA issued, whether or not
@@ -299,7 +300,7 @@ fn peer_client(c: &ProcCluster, i: usize) -> std::sync::Arc<Peers> {
         cert: d.join("peer.cert"),
         ca: c.files.dir.join("cluster-ca.cert"),
     };
-    Peers::new(kes_server::cluster::tls::client_config(&tls).unwrap())
+    Peers::new(kes_cluster::peer::tls::client_config(&tls).unwrap())
 }
 
 fn peer_addr(c: &ProcCluster, i: usize) -> String {
@@ -334,17 +335,17 @@ async fn every_route(
             .await
             .map(|_| ()),
     ));
-    let fwd = ForwardRequest {
-        method: "PUT".into(),
-        path_and_query: "/v1/key/create/planted".into(),
+    let fwd = Forward {
         identity: c.files.api_key.identity(),
-        body: vec![],
         client: "203.0.113.9".into(),
+        op: WriteOp::CreateKey {
+            name: "planted".into(),
+        },
     };
     out.push((
-        "/cluster/forward",
+        "/cluster/write",
         peers
-            .call::<_, ForwardResponse>(id, &addr, "/cluster/forward", &fwd, t)
+            .call::<_, ForwardResult>(id, &addr, "/cluster/write", &fwd, t)
             .await
             .map(|_| ()),
     ));
@@ -383,7 +384,7 @@ async fn every_route(
                 id,
                 &addr,
                 "/cluster/prevote",
-                &kes_server::cluster::elect::PreVote { last_log: None },
+                &kes_cluster::elect::PreVote { last_log: None },
                 t,
             )
             .await
@@ -505,60 +506,80 @@ async fn the_leader_authorises_what_members_ask_for() {
 
     // A write forwarded for an identity without permission is refused by the leader.
     let nobody = ApiKey::generate();
-    let fwd = |identity: String, key: &str| ForwardRequest {
-        method: "PUT".into(),
-        path_and_query: format!("/v1/key/create/{key}"),
+    let fwd = |identity: String, op: WriteOp| Forward {
         identity,
-        body: vec![],
         client: "192.0.2.1".into(),
+        op,
     };
-    let r: ForwardResponse = peers
+    let create = |key: &str| WriteOp::CreateKey { name: key.into() };
+    let refused = |r: ForwardResult| match r {
+        ForwardResult::Refused(Refusal { status, message }) => (status, message),
+        other => panic!("not refused: {other:?}"),
+    };
+    let r: ForwardResult = peers
         .call(
             id,
             &addr,
-            "/cluster/forward",
-            &fwd(nobody.identity(), "by-nobody"),
+            "/cluster/write",
+            &fwd(nobody.identity(), create("by-nobody")),
             t,
         )
         .await
         .unwrap();
-    assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
-    for route in ["/v1/policy/write/owned", "/v1/cluster/remove/1"] {
-        let f = ForwardRequest {
-            method: if route.contains("remove") {
-                "DELETE"
-            } else {
-                "PUT"
-            }
-            .into(),
-            path_and_query: route.into(),
+    let (status, message) = refused(r);
+    assert_eq!(
+        (status, message.as_str()),
+        (403, "not authorized: insufficient permissions")
+    );
+    let others = [
+        WriteOp::SetPolicy {
+            name: "owned".into(),
+            policy: PolicyDef {
+                allow: vec!["/v1/*".into()],
+                deny: vec![],
+            },
+        },
+        WriteOp::AssignPolicy {
+            policy: "owned".into(),
             identity: nobody.identity(),
-            body: b"{\"allow\":[\"/v1/*\"]}".to_vec(),
-            client: "192.0.2.1".into(),
-        };
-        let r: ForwardResponse = peers
-            .call(id, &addr, "/cluster/forward", &f, t)
+        },
+        WriteOp::RemoveNode { id: 1 },
+        WriteOp::DeleteKey {
+            name: "by-admin".into(),
+        },
+    ];
+    for op in others {
+        let what = format!("{op:?}");
+        let r: ForwardResult = peers
+            .call(id, &addr, "/cluster/write", &fwd(nobody.identity(), op), t)
             .await
             .unwrap();
-        assert_eq!(
-            r.status,
-            403,
-            "{route}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(refused(r).0, 403, "{what}");
     }
-    // The same forwarded for the admin works: the path members use is intact.
-    let r: ForwardResponse = peers
+    // A write the leader's checks refuse whatever the identity: an invalid name.
+    let r: ForwardResult = peers
         .call(
             id,
             &addr,
-            "/cluster/forward",
-            &fwd(c.files.api_key.identity(), "by-admin"),
+            "/cluster/write",
+            &fwd(c.files.api_key.identity(), create("a/b")),
             t,
         )
         .await
         .unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(refused(r).0, 400);
+    // The same forwarded for the admin works: the path members use is intact.
+    let r: ForwardResult = peers
+        .call(
+            id,
+            &addr,
+            "/cluster/write",
+            &fwd(c.files.api_key.identity(), create("by-admin")),
+            t,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(r, ForwardResult::Done), "{r:?}");
 
     // Members propose cache maintenance only: not policies, assignments or keys.
     let proposals = [

@@ -195,21 +195,10 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     spawn_signals(shutdown.clone(), server.reloader())?;
-    // A node that gives up for good (it cannot unseal because the keystore lost the wrapping
-    // key) stops, and exits non-zero with the reason, instead of sitting sealed.
-    let fatal = server.app().cluster.fatal();
-    let mut watch = fatal.clone();
-    let stop = shutdown.clone();
-    let watcher = tokio::spawn(async move {
-        if watch.wait_for(Option::is_some).await.is_ok() {
-            stop.cancel();
-        }
-    });
+    // A node whose needed task ends (one that gives up for good because the keystore lost the
+    // wrapping key, say) stops, and exits non-zero with the reason, instead of running
+    // half-alive or sitting sealed.
     server.run(listener, shutdown).await?;
-    watcher.abort();
-    if let Some(reason) = fatal.borrow().clone() {
-        bail!("{reason}");
-    }
     tracing::info!("kes server stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ pub struct CachedKey {
     /// A digest of the stored encoding, to tell whether the KMS still holds the same material
     /// without keeping a second copy of it.
     pub fingerprint: [u8; 32],
-    /// Milliseconds on the node's clock (see `Cluster::clock_ms`) when the key was last used
+    /// Milliseconds on the node's clock (see `Cluster::clock_ms`: the node clock's monotonic milliseconds, plus one) when the key was last used
     /// on this node; 0 if not since it was unsealed here.
     last_used: AtomicU64,
     /// For a key read from the KMS by this node: when (wall clock, ms). Its state entry, once
@@ -45,8 +45,10 @@ impl CachedKey {
 
     /// Marks the key as used at `now`.
     pub fn touch(&self, now: u64) {
-        // Skip the write (and the cache-line traffic between cores) within the same 100 ms.
-        if now.saturating_sub(self.last_used.load(Ordering::Relaxed)) >= 100 {
+        // Skip the write (and the cache-line traffic between cores) within the same 100 ms,
+        // but always mark a key used for the first time.
+        let last = self.last_used.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= 100 {
             self.last_used.store(now, Ordering::Relaxed);
         }
     }

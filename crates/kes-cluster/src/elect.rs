@@ -16,7 +16,7 @@
 //! win an election cannot disturb the group, and once its link heals the leader's next
 //! heartbeat brings it up to date.
 
-use super::Cluster;
+use crate::Cluster;
 use kes_raft::types::{LogId, NodeId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// How long a voter must not have heard a leader before it agrees to a pre-vote; openraft's
 /// leader lease (`election_timeout_max`), inside which it would refuse the real vote anyway.
-pub const LEASE: Duration = Duration::from_millis(super::super::ELECTION_TIMEOUT_MAX);
+pub const LEASE: Duration = Duration::from_millis(crate::ELECTION_TIMEOUT_MAX);
 
 /// How often the driver looks at the time since the leader was last heard.
 const TICK: Duration = Duration::from_millis(50);
@@ -44,8 +44,7 @@ pub struct PreVote {
 
 /// A random election timeout past the lease, as openraft would draw it.
 fn draw_timeout() -> Duration {
-    let ms = rand::thread_rng()
-        .gen_range(super::super::ELECTION_TIMEOUT_MIN..super::super::ELECTION_TIMEOUT_MAX);
+    let ms = rand::thread_rng().gen_range(crate::ELECTION_TIMEOUT_MIN..crate::ELECTION_TIMEOUT_MAX);
     LEASE + Duration::from_millis(ms)
 }
 
@@ -105,7 +104,7 @@ impl Cluster {
                         Ok(granted) => granted,
                         // A peer of a version without pre-votes: it campaigns by its own timer,
                         // so refusing it ours would only cost availability.
-                        Err(super::net::PeerError::Remote { status: 404, .. }) => true,
+                        Err(crate::peer::client::PeerError::Remote { status: 404, .. }) => true,
                         Err(_) => false,
                     }
                 }
@@ -121,12 +120,15 @@ impl Cluster {
     }
 
     /// Starts elections after a successful pre-vote, until `cancel` fires.
-    pub async fn run_elections(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+    pub async fn run_elections(
+        self: Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
         let mut timeout = draw_timeout();
         let mut last_attempt: Option<Instant> = None;
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(TICK) => {}
             }
             if self.is_leader() {

@@ -1,7 +1,7 @@
 //! The node's view of the external KMS: every keystore call goes through [`MeteredStore`], which
 //! counts it, times it and tracks whether the KMS is reachable.
 //!
-//! Reachability is what the cache's expiry depends on (see [`super::Cluster::get`]): while the
+//! Reachability is what the cache's expiry depends on (see [`crate::Cluster::get`]): while the
 //! KMS answers, cached keys are re-confirmed against it once `cache.expiry.any` has passed since
 //! their last confirmation, or once they were not used on this node for `cache.expiry.unused`;
 //! while it does not, nothing expires until the outage has lasted `cache.expiry.offline`.
@@ -12,6 +12,7 @@
 //! [`PROBE_INTERVAL`], every [`PROBE_INTERVAL_DOWN`] during an outage) notices both edges even
 //! without traffic. Both edges are logged as warnings, so they also reach `/v1/log/error`.
 
+use crate::clock::Clock;
 use async_trait::async_trait;
 use kes_keystore::{KeyStore, ListPage, StoreError, StoreStatus};
 use parking_lot::Mutex;
@@ -76,8 +77,9 @@ struct OpCounters {
 /// Reachability of the KMS and counters of the calls to it.
 pub struct KmsHealth {
     kind: &'static str,
-    epoch: Instant,
-    /// Milliseconds since `epoch` when the current outage began, plus one; 0 while reachable.
+    clock: Arc<dyn Clock>,
+    /// The clock's monotonic milliseconds when the current outage began, plus one; 0 while
+    /// reachable.
     down_since: AtomicU64,
     /// The error that began the current outage.
     down_reason: Mutex<String>,
@@ -95,10 +97,10 @@ pub struct KmsHealth {
 }
 
 impl KmsHealth {
-    pub fn new(kind: &'static str) -> Self {
+    pub fn new(kind: &'static str, clock: Arc<dyn Clock>) -> Self {
         Self {
             kind,
-            epoch: Instant::now(),
+            clock,
             down_since: AtomicU64::new(0),
             down_reason: Mutex::new(String::new()),
             ops: Default::default(),
@@ -112,7 +114,12 @@ impl KmsHealth {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.mono_ms()
+    }
+
+    /// Total length of the finished outages.
+    pub fn outage_total(&self) -> Duration {
+        Duration::from_millis(self.outage_ms.load(Ordering::Relaxed))
     }
 
     /// How long the KMS has been unreachable, or `None` while it answers.
@@ -315,8 +322,8 @@ pub struct MeteredStore {
 }
 
 impl MeteredStore {
-    pub fn new(inner: Arc<dyn KeyStore>) -> Self {
-        let health = Arc::new(KmsHealth::new(inner.kind()));
+    pub fn new(inner: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Self {
+        let health = Arc::new(KmsHealth::new(inner.kind(), clock));
         Self { inner, health }
     }
 
@@ -371,7 +378,8 @@ mod tests {
 
     #[tokio::test]
     async fn outages_begin_and_end_with_the_answers() {
-        let store = MeteredStore::new(Arc::new(MemoryStore::new()));
+        let clock = crate::ManualClock::new(1_800_000_000_000);
+        let store = MeteredStore::new(Arc::new(MemoryStore::new()), clock.clone());
         let h = Arc::clone(store.health());
         assert!(!h.is_down());
         assert!(matches!(store.get("x").await, Err(StoreError::NotFound)));
@@ -383,9 +391,9 @@ mod tests {
             Some("keystore unavailable: refused")
         );
         // A second failure does not restart the outage.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        clock.advance(Duration::from_millis(20));
         h.record_unreachable(&StoreError::unavailable(true, "again"));
-        assert!(h.down_for().unwrap_or_default() >= Duration::from_millis(20));
+        assert_eq!(h.down_for(), Some(Duration::from_millis(20)));
         store.create("x", b"v").await.unwrap();
         assert!(!h.is_down());
         let mut text = String::new();

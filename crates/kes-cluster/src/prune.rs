@@ -22,7 +22,7 @@
 //! next miss elsewhere. So the leader prunes below the smallest applied index of all members
 //! as it was at least [`FILL_MARGIN`] ago: a member's fill whose read began after that sample
 //! observed at least that index, so only fills that took longer than [`FILL_MARGIN`] from read
-//! to commit (far beyond a healthy keystore's read time and [`super::KMS_READ_TIMEOUT`]) are refused.
+//! to commit (far beyond a healthy keystore's read time and [`crate::KMS_READ_TIMEOUT`]) are refused.
 //!
 //! A member that does not answer blocks pruning for that round. Safety does not need this (the
 //! prune point protects its fills too), but a member cut off for a while may come back with
@@ -30,8 +30,9 @@
 //! keystore; tombstones wait instead. A member that is gone for good should be removed
 //! (`kes cluster rm`), or tombstones accumulate until it is.
 
-use super::{Cluster, Command};
+use crate::Cluster;
 use kes_raft::types::NodeId;
+use kes_state::Command;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// How old a sample of the members' applied indexes must be before the leader prunes below
 /// it: longer than any fill should take from the start of its keystore read to its commit
 /// (a keystore read bounded by its client's timeouts, then a proposal of at most three tries
-/// of [`super::net::PEER_TIMEOUT`]).
+/// of [`crate::peer::client::PEER_TIMEOUT`]).
 pub const FILL_MARGIN: Duration = Duration::from_secs(120);
 
 /// Longest wait for a member's applied index.
@@ -187,13 +188,16 @@ impl Cluster {
 
     /// The pruning duty: a round every [`PRUNE_EVERY`] while this node leads. Runs until
     /// `cancel` fires.
-    pub async fn run_prune(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+    pub async fn run_prune(
+        self: Arc<Self>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
         let mut pruner = Pruner::new(FILL_MARGIN);
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
             if self.is_sealed() {

@@ -8,18 +8,20 @@
 //! [`RECONCILE_FOR`], and gives up early only if the name was written since (re-created, or
 //! deleted again, which settles it too).
 
-use super::{kms, now_ms, Cluster, Command, StoreError, KMS_READ_TIMEOUT, RECONCILE_FOR};
+use crate::{kms, Cluster, KMS_READ_TIMEOUT, RECONCILE_FOR};
+use kes_keystore::StoreError;
+use kes_state::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// The first retry comes soon: the usual cause, a leadership change, settles within about an
 /// election; later ones come at the keystore's outage probe interval.
-pub(super) const FIRST_RETRY: Duration = Duration::from_millis(500);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// The outcome of one attempt of [`Cluster::settle_delete`].
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum SettleDelete {
+pub(crate) enum SettleDelete {
     /// The tombstone was committed by this attempt.
     Done,
     /// A tombstone of the name was committed by someone else (the lost commit itself, which
@@ -32,7 +34,7 @@ pub(super) enum SettleDelete {
 
 impl Cluster {
     /// Commits the tombstone of `name` on this node, which leads; the log index on success.
-    pub(super) async fn write_tombstone(&self, name: &str) -> Result<u64, String> {
+    pub(crate) async fn write_tombstone(&self, name: &str) -> Result<u64, String> {
         #[cfg(test)]
         if self
             .fail_tombstone
@@ -42,7 +44,7 @@ impl Cluster {
         }
         let cmd = Command::DeleteKey {
             name: name.to_owned(),
-            at_ms: now_ms(),
+            at_ms: self.clock.wall_ms(),
         };
         self.raft
             .client_write(cmd)
@@ -53,10 +55,10 @@ impl Cluster {
 
     /// After a delete whose tombstone was not committed: commits it in the background.
     /// `generation` is the name's generation when the delete started, under its write lock.
-    pub(super) fn reconcile_delete(self: &Arc<Self>, name: &str, generation: u64) {
+    pub(crate) fn reconcile_delete(self: &Arc<Self>, name: &str, generation: u64) {
         let this = Arc::clone(self);
         let name = name.to_owned();
-        tokio::spawn(async move {
+        self.spawn_background(async move {
             let deadline = Instant::now() + RECONCILE_FOR;
             let mut wait = FIRST_RETRY;
             while Instant::now() < deadline {
@@ -96,7 +98,7 @@ impl Cluster {
     }
 
     /// One attempt to commit the tombstone of a delete that reached the keystore.
-    pub(super) async fn settle_delete(
+    pub(crate) async fn settle_delete(
         self: &Arc<Self>,
         name: &str,
         generation: u64,
@@ -121,7 +123,7 @@ impl Cluster {
         } else {
             let cmd = Command::DeleteKey {
                 name: name.to_owned(),
-                at_ms: now_ms(),
+                at_ms: self.clock.wall_ms(),
             };
             match self.propose(cmd).await {
                 Ok((index, _)) => index,
@@ -160,7 +162,7 @@ impl Cluster {
         let cmd = Command::FillKey {
             name: name.to_owned(),
             sealed,
-            at_ms: now_ms(),
+            at_ms: self.clock.wall_ms(),
             observed,
         };
         match self.propose(cmd).await {
@@ -168,6 +170,134 @@ impl Cluster {
                 tracing::info!(key = %name, ?outcome, "a key re-created while its delete was settled is back in the cache")
             }
             Err(e) => tracing::debug!(key = %name, error = %e, "re-created key not filled"),
+        }
+    }
+}
+
+/// How long a node that lost the leadership keeps watching for a lost create to land in the
+/// KMS before leaving it (it cannot complete the create itself).
+const RECONCILE_AWAY_FOR: Duration = Duration::from_secs(60);
+
+/// The outcome of [`Cluster::roll_forward`].
+enum RollForward {
+    /// Created in the KMS and committed.
+    Done,
+    /// The name was written since: the lost create is not ours to finish.
+    Superseded,
+    /// Only the leader may finish a create.
+    NotLeader,
+    /// The KMS or Raft did not take it this time.
+    Retry,
+}
+
+impl Cluster {
+    pub(crate) fn reconcile_create(
+        self: &Arc<Self>,
+        name: &str,
+        encoded: Zeroizing<Vec<u8>>,
+        generation: u64,
+    ) {
+        let this = Arc::clone(self);
+        let name = name.to_owned();
+        self.spawn_background(async move {
+            let deadline = Instant::now() + RECONCILE_FOR;
+            let mut not_leader_since = None;
+            while Instant::now() < deadline {
+                tokio::time::sleep(kms::PROBE_INTERVAL_DOWN).await;
+                let observed = this.applied_index();
+                match this.store.get(&name).await.map(Zeroizing::new) {
+                    Ok(stored) if *stored == *encoded => {
+                        let Some(cck) = this.cck() else { continue };
+                        let Ok(sealed) = cck.seal(&name, &stored) else {
+                            continue;
+                        };
+                        let cmd = Command::FillKey {
+                            name: name.clone(),
+                            sealed,
+                            at_ms: this.clock.wall_ms(),
+                            observed,
+                        };
+                        match this.propose(cmd).await {
+                            Ok(_) => {
+                                tracing::warn!(key = %name, "a create whose answer was lost did reach the KMS; key added to the cache");
+                                return;
+                            }
+                            Err(_) => continue,
+                        }
+                    }
+                    // Someone else's key: nothing of ours to add.
+                    Ok(_) => {
+                        tracing::info!(key = %name, "a create whose answer was lost was overtaken by another create");
+                        return;
+                    }
+                    Err(StoreError::NotFound) => {
+                        match this.roll_forward(&name, &encoded, generation).await {
+                            RollForward::Done => {
+                                tracing::warn!(key = %name, "a create whose answer was lost was completed");
+                                return;
+                            }
+                            RollForward::Superseded => {
+                                tracing::info!(key = %name, "a create whose answer was lost did not reach the KMS and was superseded");
+                                return;
+                            }
+                            RollForward::NotLeader => {
+                                let since = *not_leader_since.get_or_insert_with(Instant::now);
+                                if since.elapsed() > RECONCILE_AWAY_FOR {
+                                    tracing::warn!(key = %name, "a create whose answer was lost is not in the KMS; leadership moved, so it is not completed");
+                                    return;
+                                }
+                                continue;
+                            }
+                            RollForward::Retry => continue,
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
+            tracing::error!(key = %name, "gave up settling a create whose answer was lost: the KMS did not answer");
+        });
+    }
+
+    /// Finishes a create whose first attempt is not in the KMS, under the name's write lock
+    /// and only on the leader, unless the name was written since the create started.
+    async fn roll_forward(
+        self: &Arc<Self>,
+        name: &str,
+        encoded: &Zeroizing<Vec<u8>>,
+        generation: u64,
+    ) -> RollForward {
+        if !self.is_leader() {
+            // The write lock only serialises writes on this node: another leader may be
+            // writing this name. Later passes still fill the cache if the lost request lands.
+            return RollForward::NotLeader;
+        }
+        let _writing = self.write_lock(name).await;
+        let moved_on = self
+            .state
+            .read(|s| s.key(name).is_some() || s.generation(name) != generation);
+        if moved_on {
+            return RollForward::Superseded;
+        }
+        let Some(cck) = self.cck() else {
+            return RollForward::Retry;
+        };
+        let Ok(sealed) = cck.seal(name, encoded) else {
+            return RollForward::Retry;
+        };
+        match self.store.create(name, encoded).await {
+            Ok(()) => {}
+            // Ours (the lost request landed meanwhile) or someone else's: the next read tells.
+            Err(_) => return RollForward::Retry,
+        }
+        let cmd = Command::PutKey {
+            name: name.to_owned(),
+            sealed,
+            at_ms: self.clock.wall_ms(),
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(_) => RollForward::Done,
+            // In the KMS now: the next pass finds it there and fills the cache.
+            Err(_) => RollForward::Retry,
         }
     }
 }

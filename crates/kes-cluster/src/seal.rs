@@ -16,8 +16,17 @@
 //! and so does the leader every [`WRAPPING_CHECK_EVERY`], so that the loss is noticed while
 //! some node still holds the CCK.
 
-use super::{Cluster, StoreError, KMS_READ_TIMEOUT, WRAPPING_KEY};
+use crate::peer::client::PEER_TIMEOUT;
+use crate::{Cluster, ClusterError, StoreOp, KMS_READ_TIMEOUT, WRAPPING_KEY};
+use kes_crypto::{Cck, KeyVersion};
+use kes_keystore::StoreError;
+use kes_state::{Command, Outcome, State};
+use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Associated data of the wrapped cluster cache key.
+const CCK_AD: &[u8] = b"kes cluster cache key v1";
 
 /// How long a starting node that finds the wrapping key missing keeps asking its peers for the
 /// cache key before it gives up (peers restarted together may need a few seconds to unseal).
@@ -56,7 +65,7 @@ impl Cluster {
     /// Checks that the wrapping key is still in the keystore (after getting the cache key from
     /// a peer, and periodically on the leader), and raises the alarm if it is not, since a node
     /// restarted when no member holds the cache key could not start.
-    pub(super) async fn check_wrapping_entry(&self) {
+    pub(crate) async fn check_wrapping_entry(&self) {
         match tokio::time::timeout(KMS_READ_TIMEOUT, self.store.get(WRAPPING_KEY)).await {
             Ok(Err(StoreError::NotFound)) => {
                 tracing::error!(
@@ -76,10 +85,10 @@ impl Cluster {
     pub async fn run_wrapping_check(
         self: std::sync::Arc<Self>,
         cancel: tokio_util::sync::CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         loop {
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(WRAPPING_CHECK_EVERY) => {}
             }
             if self.is_leader() && !self.is_sealed() && !self.kms.is_down() {
@@ -88,9 +97,119 @@ impl Cluster {
         }
     }
 
-    /// A receiver that holds the reason once this node has given up (a starting node that
-    /// cannot unseal because the wrapping key is gone); the binary exits non-zero with it.
-    pub fn fatal(&self) -> tokio::sync::watch::Receiver<Option<String>> {
-        self.fatal.subscribe()
+    /// The key that wraps the CCK: read from the keystore, created there first if `create`.
+    async fn wrapping_key(&self, create: bool) -> Result<KeyVersion, StoreError> {
+        if create {
+            let fresh = KeyVersion::generate(self.key_type, "kes-cluster");
+            let encoded = Zeroizing::new(fresh.encode());
+            match self.store.create(WRAPPING_KEY, &encoded).await {
+                Ok(()) => return Ok(fresh),
+                Err(StoreError::AlreadyExists) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let raw = Zeroizing::new(self.store.get(WRAPPING_KEY).await?);
+        KeyVersion::parse(&raw).map_err(|e| StoreError::Invalid(e.to_string()))
+    }
+
+    /// Initialises the replicated state if nobody has: a fresh CCK, wrapped by the keystore,
+    /// and the seed policies. Runs on the leader.
+    pub(crate) async fn initialize_state(&self) -> Result<(), ClusterError> {
+        // A new leader may hold a committed Init it has not applied yet. Creating the wrapping
+        // key then would be wrong if the keystore lost the entry: a fresh key cannot open the
+        // committed wrapped CCK, and would stand in the way of restoring the old entry. So the
+        // state must have applied everything this leader's term has committed first.
+        let read = self
+            .raft
+            .get_read_log_id()
+            .await
+            .map_err(|_| ClusterError::NoLeader)?;
+        self.wait_applied(read.0.map_or(0, |l| l.index)).await?;
+        if self.state.read(|s| s.is_initialized()) {
+            return Ok(());
+        }
+        let cck = Cck::generate();
+        let wrapping = self
+            .wrapping_key(true)
+            .await
+            .map_err(|e| ClusterError::store(StoreOp::Create, e))?;
+        let wrapped = wrapping.key.encrypt(cck.bytes(), CCK_AD);
+        let cmd = Command::Init {
+            wrapped_cck: wrapped,
+            admin: self.seed.admin.clone(),
+            policies: self.seed.policies.clone(),
+            assignments: self.seed.assignments.clone(),
+            at_ms: self.clock.wall_ms(),
+        };
+        let r = self
+            .raft
+            .client_write(cmd)
+            .await
+            .map_err(|_| ClusterError::NoLeader)?;
+        if r.data == Outcome::Applied {
+            self.cck.store(Some(Arc::new(cck)));
+            tracing::info!("cluster state initialised");
+        }
+        Ok(())
+    }
+
+    /// Tries to get the CCK: from a live peer, else through the keystore.
+    pub(crate) async fn unseal(&self) -> Unseal {
+        let Some(wrapped) = self.state.read(|s| s.wrapped_cck().map(<[u8]>::to_vec)) else {
+            return Unseal::NotYet;
+        };
+        if let Some(peers) = &self.peers {
+            for (id, addr, _) in self.members() {
+                if id == self.id {
+                    continue;
+                }
+                if let Ok(Some(bytes)) = peers
+                    .call::<_, Option<Vec<u8>>>(id, &addr, "/cluster/cck", &(), PEER_TIMEOUT)
+                    .await
+                {
+                    let bytes = Zeroizing::new(bytes);
+                    if let Some(cck) = Cck::from_slice(&bytes) {
+                        if self.verify_cck(&cck) {
+                            self.cck.store(Some(Arc::new(cck)));
+                            tracing::info!(peer = id, "cluster cache key received from a peer");
+                            self.check_wrapping_entry().await;
+                            return Unseal::Unsealed;
+                        }
+                    }
+                }
+            }
+        }
+        match self.wrapping_key(false).await {
+            Ok(w) => match w.key.decrypt(&wrapped, CCK_AD) {
+                Ok(raw) => {
+                    if let Some(cck) = Cck::from_slice(&raw) {
+                        self.cck.store(Some(Arc::new(cck)));
+                        tracing::info!("cluster cache key unwrapped through the keystore");
+                        return Unseal::Unsealed;
+                    }
+                    Unseal::NotYet
+                }
+                Err(_) => {
+                    tracing::error!(
+                        "the keystore's wrapping key does not open the cluster cache key"
+                    );
+                    Unseal::NotYet
+                }
+            },
+            Err(StoreError::NotFound) => Unseal::WrappingKeyMissing,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot unwrap the cluster cache key yet");
+                Unseal::NotYet
+            }
+        }
+    }
+
+    /// A CCK from a peer must open our sealed entries (when there are any).
+    fn verify_cck(&self, cck: &Cck) -> bool {
+        self.state.read(|s: &State| {
+            s.keys()
+                .next()
+                .is_none_or(|(name, e)| cck.open(name, &e.sealed).is_some())
+        })
     }
 }

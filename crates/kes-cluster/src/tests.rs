@@ -2,11 +2,13 @@
 //! keystore whose reads can be held.
 
 use super::*;
-use crate::{LogHub, Server};
+use crate::decide::Freshness;
 use async_trait::async_trait;
+use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::memory::MemoryStore;
-use kes_tls::certgen::{self, KeyKind};
-use kes_tls::CertSource;
+use kes_keystore::{ListPage, StoreError, StoreStatus};
+use kes_state::{Command, Outcome, State};
+use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -61,26 +63,35 @@ async fn node_with(
     extra_yaml: &str,
     cancel: &CancellationToken,
 ) -> Arc<Cluster> {
+    node_clocked(store, extra_yaml, SystemClock::shared(), cancel).await
+}
+
+/// A single-node cluster on `store` whose decisions read the time from `clock`.
+async fn node_clocked(
+    store: Arc<dyn KeyStore>,
+    extra_yaml: &str,
+    clock: Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) -> Arc<Cluster> {
     let yaml = format!("address: 127.0.0.1:0\nadmin:\n  identity: disabled\ntls:\n  key: unused.key\n  cert: unused.cert\nkeystore:\n  memory: {{}}\n{extra_yaml}");
     let cfg = kes_config::parse(&yaml, &|_| None).unwrap().config;
-    let cert = certgen::self_signed(
-        "localhost",
-        &["localhost".to_owned()],
-        &[],
-        Duration::from_secs(3600),
-        KeyKind::EcdsaP256,
-    )
-    .unwrap();
-    let src = CertSource::Memory {
-        cert_der: cert.cert_der.clone(),
-        key_der: cert.key_der.to_vec(),
+    let opts = Options {
+        cluster: None,
+        cache: cfg.cache,
+        key_type: KeyType::Aes256,
+        seed: Seed::default(),
+        clock,
     };
-    let server = Server::with_store(&cfg, Some(src), LogHub::new(), store)
-        .await
-        .unwrap();
-    let cluster = Arc::clone(&server.app().cluster);
-    let listener = crate::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    tokio::spawn(server.run(listener, cancel.clone()));
+    let cluster = Cluster::open(opts, store).await.unwrap();
+    let tasks = Arc::new(Tasks::new(cancel.clone()));
+    cluster.start(&tasks);
+    {
+        let tasks = Arc::clone(&tasks);
+        tokio::spawn(async move {
+            let why = tasks.failure().await;
+            panic!("a cluster task ended: {why}");
+        });
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while cluster.is_sealed() || !cluster.is_leader() {
         assert!(Instant::now() < deadline, "the node did not become ready");
@@ -118,7 +129,7 @@ async fn describe_racing_an_uncommitted_delete_answers_from_the_committed_state(
     let put = Command::PutKey {
         name: name.to_owned(),
         sealed: cck.seal(name, &version.encode()).unwrap(),
-        at_ms: now_ms(),
+        at_ms: crate::clock::now_ms(),
     };
     cluster.propose(put).await.unwrap();
     store.release.notify_one();
@@ -130,18 +141,18 @@ async fn describe_racing_an_uncommitted_delete_answers_from_the_committed_state(
     assert!(
         matches!(answer, Ok(true)),
         "the committed state holds the key, so describe must find it: {:?}",
-        answer.map_err(|e| e.to_kes().message)
+        answer.map_err(|e| e.to_string())
     );
 
     // Once the delete commits, the key is gone for describe too.
     let tombstone = Command::DeleteKey {
         name: name.to_owned(),
-        at_ms: now_ms(),
+        at_ms: crate::clock::now_ms(),
     };
     cluster.propose(tombstone).await.unwrap();
     assert!(matches!(
         cluster.describe(name).await,
-        Err(ApiError::KeyNotFound)
+        Err(ClusterError::KeyNotFound)
     ));
     cancel.cancel();
 }
@@ -169,14 +180,8 @@ async fn a_delete_whose_tombstone_commit_is_lost_is_settled() {
     cluster.fail_tombstone.store(true, Ordering::SeqCst);
     let err = cluster.delete("doomed").await.unwrap_err();
     assert!(
-        matches!(err, ApiError::PartialWrite(StoreOp::Delete)),
+        matches!(err, ClusterError::Indeterminate(StoreOp::Delete)),
         "{err:?}"
-    );
-    let kes = err.to_kes();
-    assert_eq!(kes.status, 503);
-    assert_eq!(
-        kes.message,
-        "key deleted in the keystore; the cluster cache is being updated"
     );
     assert!(matches!(
         store.inner.get("doomed").await,
@@ -191,7 +196,7 @@ async fn a_delete_whose_tombstone_commit_is_lost_is_settled() {
     .await;
     assert!(matches!(
         cluster.get("doomed").await,
-        Err(ApiError::KeyNotFound)
+        Err(ClusterError::KeyNotFound)
     ));
     cancel.cancel();
 }
@@ -208,7 +213,7 @@ async fn a_lost_tombstone_is_not_committed_over_a_re_create() {
     cluster.fail_tombstone.store(true, Ordering::SeqCst);
     assert!(matches!(
         cluster.delete("phoenix").await,
-        Err(ApiError::PartialWrite(StoreOp::Delete))
+        Err(ClusterError::Indeterminate(StoreOp::Delete))
     ));
     let second = KeyVersion::generate(KeyType::Aes256, "test");
     cluster.create("phoenix", &second).await.unwrap();
@@ -278,14 +283,14 @@ async fn the_leader_prunes_tombstones_below_an_old_enough_sample() {
     let stale = Command::FillKey {
         name: "k0".to_owned(),
         sealed: cck.seal("k0", &live.encode()).unwrap(),
-        at_ms: now_ms(),
+        at_ms: crate::clock::now_ms(),
         observed: sampled - 1,
     };
     let (_, outcome) = cluster.propose(stale).await.unwrap();
     assert_eq!(outcome, Outcome::StaleFill);
     assert!(matches!(
         cluster.get("k0").await,
-        Err(ApiError::KeyNotFound)
+        Err(ClusterError::KeyNotFound)
     ));
     // Nothing left below the point: the next round proposes nothing.
     assert_eq!(
@@ -400,7 +405,7 @@ async fn a_hung_keystore_holds_a_miss_at_most_kms_wait() {
         .await
         .expect("the request waited on the hung keystore");
     assert!(
-        matches!(miss, Err(ApiError::NotReachable)),
+        matches!(miss, Err(ClusterError::KmsUnreachable)),
         "want 504, got {:?}",
         miss.err()
     );
@@ -417,7 +422,7 @@ async fn a_clock_running_ahead_does_not_make_keys_fresh() {
     let store = Arc::new(HeldStore::default());
     let cluster = node(Arc::clone(&store), &cancel).await;
     let year = 365 * 24 * 3600 * 1000u64;
-    let ahead = now_ms() + year;
+    let ahead = crate::clock::now_ms() + year;
 
     let confirm = Command::ConfirmKeys {
         names: vec!["k".into()],
@@ -425,7 +430,10 @@ async fn a_clock_running_ahead_does_not_make_keys_fresh() {
     };
     match cluster.admit_proposal(confirm).await.unwrap() {
         Command::ConfirmKeys { at_ms, .. } => {
-            assert!(at_ms <= now_ms(), "confirmation kept its future time")
+            assert!(
+                at_ms <= crate::clock::now_ms(),
+                "confirmation kept its future time"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -436,7 +444,9 @@ async fn a_clock_running_ahead_does_not_make_keys_fresh() {
         observed: 0,
     };
     match cluster.admit_proposal(fill).await.unwrap() {
-        Command::FillKey { at_ms, .. } => assert!(at_ms <= now_ms(), "fill kept its future time"),
+        Command::FillKey { at_ms, .. } => {
+            assert!(at_ms <= crate::clock::now_ms(), "fill kept its future time")
+        }
         other => panic!("{other:?}"),
     }
 
@@ -458,5 +468,146 @@ async fn a_clock_running_ahead_does_not_make_keys_fresh() {
         Freshness::Stale,
         "a confirmation from the future kept the key fresh"
     );
+    cancel.cancel();
+}
+
+/// A memory keystore that can be made unreachable, and counts its reads.
+#[derive(Default)]
+struct FlakyStore {
+    inner: MemoryStore,
+    down: std::sync::atomic::AtomicBool,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::unavailable(true, "connection refused"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl KeyStore for FlakyStore {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn create(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.create(name, value).await
+    }
+    async fn get(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.delete(name).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        continue_at: &str,
+        limit: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.check()?;
+        self.inner.list(prefix, continue_at, limit).await
+    }
+    async fn status(&self) -> Result<StoreStatus, StoreError> {
+        self.check()?;
+        self.inner.status().await
+    }
+}
+
+/// KES's expiry on a running node, driven by a manual clock instead of sleeps: a key is served
+/// from the replica until `any` has passed since the KMS confirmed it, then re-confirmed
+/// first; while the KMS is unreachable a stale key is served until the outage has lasted
+/// `offline`, then refused as "KMS unreachable"; once the KMS answers again it is re-confirmed
+/// and served.
+#[tokio::test]
+async fn expiry_and_the_offline_window_follow_the_clock() {
+    let cancel = CancellationToken::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let store = Arc::new(FlakyStore::default());
+    let cluster = node_clocked(
+        Arc::clone(&store) as Arc<dyn KeyStore>,
+        "cache:\n  expiry:\n    any: 5m\n    unused: 1h\n    offline: 10m\n",
+        clock.clone(),
+        &cancel,
+    )
+    .await;
+    // The node hears from its quorum (itself) every tick; with time moved by hand, it has
+    // just heard from it.
+    let advance = |d: Duration| {
+        clock.advance(d);
+        cluster.touch_contact();
+    };
+    let version = KeyVersion::generate(KeyType::Aes256, "test");
+    cluster.create("k", &version).await.unwrap();
+
+    // Not used here since it was unsealed: the first use re-confirms it.
+    cluster.get("k").await.unwrap();
+    let confirmed = store.reads();
+    assert_eq!(confirmed, 1);
+    cluster.get("k").await.unwrap();
+    advance(Duration::from_secs(180));
+    cluster.get("k").await.unwrap();
+    assert_eq!(
+        store.reads(),
+        confirmed,
+        "fresh keys are served without the KMS"
+    );
+
+    // Past `any` since the confirmation: re-confirmed before it is served, and the
+    // confirmation (at the clock's time) is committed.
+    advance(Duration::from_secs(121));
+    cluster.get("k").await.unwrap();
+    assert_eq!(
+        store.reads(),
+        confirmed + 1,
+        "a stale key was not re-confirmed"
+    );
+    let stamped = clock.wall_ms();
+    eventually(&cluster, "the confirmation is committed", |s| {
+        s.key("k").is_some_and(|e| e.confirmed_at_ms == stamped)
+    })
+    .await;
+
+    // The KMS goes away. Past `any` again: the re-confirmation fails, the outage begins, and
+    // the key is served under the offline rule.
+    store.down.store(true, Ordering::SeqCst);
+    advance(Duration::from_secs(301));
+    cluster.get("k").await.unwrap();
+    assert!(cluster.kms.is_down());
+    assert_eq!(cluster.kms.served_offline.load(Ordering::Relaxed), 1);
+    advance(Duration::from_secs(9 * 60));
+    cluster
+        .get("k")
+        .await
+        .expect("served within the offline window");
+    advance(Duration::from_secs(61));
+    assert!(
+        matches!(cluster.get("k").await, Err(ClusterError::KmsUnreachable)),
+        "served after the offline window"
+    );
+
+    // The KMS is back: the next probe ends the outage and the key is re-confirmed.
+    store.down.store(false, Ordering::SeqCst);
+    cluster.kms.probe(cluster.store.as_ref()).await.unwrap();
+    assert!(!cluster.kms.is_down());
+    assert_eq!(
+        cluster.kms.outage_total(),
+        Duration::from_secs(9 * 60 + 61)
+    );
+    let reads = store.reads();
+    cluster.get("k").await.unwrap();
+    assert_eq!(store.reads(), reads + 1);
     cancel.cancel();
 }

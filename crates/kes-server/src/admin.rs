@@ -7,36 +7,9 @@ use crate::routes::RouteId;
 use crate::App;
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::{header, HeaderValue};
-use kes_state::{Command, Outcome, PolicyDef};
-use kes_types::valid_name;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
-
-#[derive(Debug, Default, Deserialize)]
-struct WritePolicy {
-    #[serde(default)]
-    allow: Vec<String>,
-    #[serde(default)]
-    deny: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AssignPolicy {
-    identity: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct AddNode {
-    address: String,
-    #[serde(default = "yes")]
-    voter: bool,
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// One member in `/v1/cluster/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -69,12 +42,7 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {e}")))
-}
-
-fn node_id(resource: &str) -> Result<u64, ApiError> {
+pub(crate) fn node_id(resource: &str) -> Result<u64, ApiError> {
     resource
         .parse::<u64>()
         .ok()
@@ -84,22 +52,9 @@ fn node_id(resource: &str) -> Result<u64, ApiError> {
         })
 }
 
-fn outcome(o: Outcome) -> Result<Response, ApiError> {
-    match o {
-        Outcome::Applied | Outcome::Duplicate => Ok(empty()),
-        Outcome::PolicyNotFound => Err(ApiError::PolicyNotFound),
-        Outcome::IdentityNotFound => Err(ApiError::IdentityNotFound),
-        Outcome::IdentityIsAdmin => Err(ApiError::BadRequest(
-            "the admin identity cannot be assigned to a policy".into(),
-        )),
-        Outcome::NotInitialized => Err(ApiError::Sealed),
-        other => Err(ApiError::BadRequest(format!("not applied: {other:?}"))),
-    }
-}
-
 pub fn status(app: &App) -> ClusterStatus {
     let c = &app.cluster;
-    let m = c.raft.metrics().borrow().clone();
+    let m = c.raft_metrics();
     let last = m.last_log_index;
     let repl = m.replication.clone().unwrap_or_default();
     let leading = m.current_leader == Some(c.id);
@@ -130,7 +85,7 @@ pub fn status(app: &App) -> ClusterStatus {
         commit_index: m.last_applied.map(|l| l.index),
         applied_index: c.applied_index(),
         sealed: c.is_sealed(),
-        serving: c.serving() == crate::cluster::Serving::Ok,
+        serving: c.serving() == kes_cluster::Serving::Ok,
         cut_off: c.is_cut_off(),
         keys,
         tombstones,
@@ -210,72 +165,9 @@ pub fn metrics(app: &App) -> String {
     out
 }
 
-pub async fn handle(
-    app: &App,
-    route: RouteId,
-    resource: &str,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn handle(app: &App, route: RouteId, resource: &str) -> Result<Response, ApiError> {
     let c = &app.cluster;
-    let at_ms = crate::cluster::now_ms();
     match route {
-        RouteId::PolicyWrite => {
-            if !valid_name(resource) {
-                return Err(ApiError::InvalidPolicyName(resource.to_owned()));
-            }
-            let p: WritePolicy = parse(&body)?;
-            let cmd = Command::SetPolicy {
-                name: resource.to_owned(),
-                def: PolicyDef {
-                    allow: p.allow,
-                    deny: p.deny,
-                },
-                at_ms,
-                by: app.admin.clone(),
-            };
-            outcome(c.propose(cmd).await?.1)
-        }
-        RouteId::PolicyAssign => {
-            if !valid_name(resource) {
-                return Err(ApiError::InvalidPolicyName(resource.to_owned()));
-            }
-            let a: AssignPolicy = parse(&body)?;
-            if a.identity.is_empty() || a.identity.len() > 1024 {
-                return Err(ApiError::InvalidIdentity(a.identity));
-            }
-            if app.access.load().is_admin(&a.identity) {
-                return outcome(Outcome::IdentityIsAdmin);
-            }
-            let cmd = Command::Assign {
-                identity: a.identity,
-                policy: resource.to_owned(),
-            };
-            outcome(c.propose(cmd).await?.1)
-        }
-        RouteId::PolicyDelete => {
-            if !valid_name(resource) {
-                return Err(ApiError::InvalidPolicyName(resource.to_owned()));
-            }
-            outcome(
-                c.propose(Command::DeletePolicy {
-                    name: resource.to_owned(),
-                })
-                .await?
-                .1,
-            )
-        }
-        RouteId::IdentityDelete => {
-            if resource.is_empty() || resource.len() > 1024 {
-                return Err(ApiError::InvalidIdentity(resource.to_owned()));
-            }
-            outcome(
-                c.propose(Command::Unassign {
-                    identity: resource.to_owned(),
-                })
-                .await?
-                .1,
-            )
-        }
         RouteId::ClusterStatus => Ok(json(&status(app))),
         RouteId::ClusterMetrics => {
             let mut resp = Response::new(Body::from(metrics(app)));
@@ -285,106 +177,12 @@ pub async fn handle(
             );
             Ok(resp)
         }
-        RouteId::ClusterAdd => {
-            let id = node_id(resource)?;
-            let a: AddNode = parse(&body)?;
-            if c.state.read(|s| s.is_retired(id)) {
-                return Err(ApiError::BadRequest(format!(
-                    "node {id} was removed from the group and its id cannot be used again: give the node a new id (cluster.node_id, and a certificate for kes-node-<new id>)"
-                )));
-            }
-            if a.address.parse::<std::net::SocketAddr>().is_err() && !a.address.contains(':') {
-                return Err(ApiError::BadRequest(format!(
-                    "invalid address '{}': want host:port",
-                    a.address
-                )));
-            }
-            let node = openraft::BasicNode { addr: a.address };
-            c.raft.add_learner(id, node, true).await.map_err(|e| {
-                tracing::warn!(node = id, error = %e, "adding a learner failed");
-                ApiError::ClusterUnavailable
-            })?;
-            if a.voter {
-                let mut voters: std::collections::BTreeSet<u64> = c
-                    .members()
-                    .into_iter()
-                    .filter(|(_, _, v)| *v)
-                    .map(|(i, _, _)| i)
-                    .collect();
-                voters.insert(id);
-                c.raft.change_membership(voters, true).await.map_err(|e| {
-                    tracing::warn!(node = id, error = %e, "promoting to voter failed");
-                    ApiError::ClusterUnavailable
-                })?;
-            }
-            tracing::info!(node = id, "member added");
-            Ok(empty())
-        }
-        RouteId::ClusterRemove => {
-            let id = node_id(resource)?;
-            let members = c.members();
-            if !members.iter().any(|(i, _, _)| *i == id) {
-                return Err(ApiError::BadRequest(format!("node {id} is not a member")));
-            }
-            let voters: std::collections::BTreeSet<u64> = members
-                .iter()
-                .filter(|(i, _, v)| *v && *i != id)
-                .map(|(i, _, _)| *i)
-                .collect();
-            if voters.is_empty() {
-                return Err(ApiError::BadRequest("cannot remove the last voter".into()));
-            }
-            // Retired first: from this commit on, every member refuses the id on the node
-            // port, even while the membership change below is still in flight or fails (the
-            // operator then repeats the removal).
-            c.propose(Command::RetireNode { id }).await?;
-            let is_voter = members.iter().any(|(i, _, v)| *i == id && *v);
-            let change = if is_voter {
-                openraft::ChangeMembers::ReplaceAllVoters(voters)
-            } else {
-                openraft::ChangeMembers::RemoveNodes([id].into_iter().collect())
-            };
-            c.raft.change_membership(change, false).await.map_err(|e| {
-                tracing::warn!(node = id, error = %e, "removing a member failed");
-                ApiError::ClusterUnavailable
-            })?;
-            tracing::info!(node = id, "member removed");
-            Ok(empty())
-        }
         RouteId::ClusterLeader => {
-            let id = node_id(resource)?;
-            let members = c.members();
-            let Some((_, addr, true)) = members.iter().find(|(i, _, _)| *i == id).cloned() else {
-                return Err(ApiError::BadRequest(format!("node {id} is not a voter")));
-            };
-            // openraft 0.9 has no leadership transfer: the target starts an election, which it
-            // wins when its log is up to date.
-            if id == c.id {
-                c.raft
-                    .trigger()
-                    .elect()
-                    .await
-                    .map_err(|_| ApiError::ClusterUnavailable)?;
-            } else {
-                let peers = c.peers.as_ref().ok_or(ApiError::ClusterUnavailable)?;
-                let _: bool = peers
-                    .call(
-                        id,
-                        &addr,
-                        "/cluster/elect",
-                        &(),
-                        crate::cluster::net::PEER_TIMEOUT,
-                    )
-                    .await?;
-            }
+            c.elect(node_id(resource)?).await?;
             Ok(empty())
         }
         RouteId::ClusterSnapshot => {
-            c.raft
-                .trigger()
-                .snapshot()
-                .await
-                .map_err(|_| ApiError::ClusterUnavailable)?;
+            c.snapshot().await?;
             Ok(empty())
         }
         _ => Err(ApiError::NoRoute),

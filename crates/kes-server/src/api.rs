@@ -8,12 +8,11 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
-use kes_crypto::{KeyType, KeyVersion};
 use kes_types::wire::*;
 use kes_types::{list_prefix, to_go_json_line, valid_name, valid_pattern, Bytes64, GoTime};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use zeroize::{Zeroize as _, Zeroizing};
+use zeroize::Zeroize as _;
 
 /// A 200 answer with KES's JSON encoding.
 pub fn json<T: Serialize>(value: &T) -> Response {
@@ -102,37 +101,6 @@ pub async fn handle(
                 .collect();
             Ok(json(&list))
         }
-        KeyCreate => {
-            let name = key_name(resource)?;
-            let version = KeyVersion::generate(app.key_type, caller.identity);
-            app.cluster.create(name, &version).await?;
-            tracing::info!(key = %name, identity = %short(caller.identity), "key created");
-            Ok(empty())
-        }
-        KeyImport => {
-            let name = key_name(resource)?;
-            let req: ImportKeyRequest = if body.is_empty() {
-                ImportKeyRequest::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?
-            };
-            let cipher = if req.cipher.is_empty() {
-                "AES256"
-            } else {
-                req.cipher.as_str()
-            };
-            let kind = KeyType::parse_cipher(cipher)
-                .ok_or_else(|| ApiError::UnsupportedAlgorithm(cipher.to_owned()))?;
-            let key = Zeroizing::new(req.key.0);
-            let bytes: [u8; 32] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| ApiError::InvalidKeySize(cipher.to_owned()))?;
-            let version = KeyVersion::import(kind, bytes, caller.identity);
-            app.cluster.create(name, &version).await?;
-            tracing::info!(key = %name, identity = %short(caller.identity), "key imported");
-            Ok(empty())
-        }
         KeyDescribe => {
             let name = key_name(resource)?;
             let key = app.cluster.describe(name).await?;
@@ -151,12 +119,6 @@ pub async fn handle(
                 names: page.names,
                 continue_at: page.continue_at,
             }))
-        }
-        KeyDelete => {
-            let name = key_name(resource)?;
-            app.cluster.delete(name).await?;
-            tracing::info!(key = %name, identity = %short(caller.identity), "key deleted");
-            Ok(empty())
         }
         KeyGenerate => {
             let name = key_name(resource)?;
@@ -319,9 +281,13 @@ pub async fn handle(
                 deny: rules(&p.policy.deny),
             }))
         }
-        PolicyWrite | PolicyAssign | PolicyDelete | IdentityDelete | ClusterStatus | ClusterAdd
-        | ClusterRemove | ClusterLeader | ClusterSnapshot | ClusterMetrics => {
-            crate::admin::handle(app, route, resource, body).await
+        ClusterStatus | ClusterLeader | ClusterSnapshot | ClusterMetrics => {
+            crate::admin::handle(app, route, resource).await
+        }
+        // Writes run on the leader (`crate::writes`), never through here.
+        KeyCreate | KeyImport | KeyDelete | PolicyWrite | PolicyAssign | PolicyDelete
+        | IdentityDelete | ClusterAdd | ClusterRemove => {
+            Err(ApiError::Internal("write routed as a read"))
         }
         LogError => Ok(stream(app.logs.subscribe_error())),
         LogAudit => Ok(stream(app.logs.subscribe_audit())),

@@ -11,14 +11,8 @@ use http::{header, HeaderValue, StatusCode};
 use kes_keystore::StoreError;
 use kes_types::{msg, KesError};
 
-/// Which keystore operation failed, for KES's `failed to <op> key` messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreOp {
-    Create,
-    Read,
-    Delete,
-    List,
-}
+pub use kes_cluster::StoreOp;
+use kes_cluster::{ClusterError, Refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -93,6 +87,32 @@ pub enum ApiError {
     /// An unknown path; answered with Go's plain-text 404, not JSON.
     #[error("page not found")]
     NoRoute,
+    /// The leader's answer to a write this node forwarded: its status and message, made by
+    /// the leader's `to_kes`.
+    #[error("refused by the leader: {}", .0.message)]
+    Refused(Refusal),
+}
+
+/// The cluster's failures as the client sees them. The cluster says what happened; which
+/// status that is (a definitive 4xx, or a 5xx that sends clients to another node) is decided
+/// here.
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        match e {
+            ClusterError::KeyNotFound => Self::KeyNotFound,
+            ClusterError::KeyExists => Self::KeyExists,
+            ClusterError::ReservedName(n) => Self::ReservedName(n),
+            ClusterError::Sealed => Self::Sealed,
+            ClusterError::CutOff | ClusterError::NoLeader => Self::ClusterUnavailable,
+            ClusterError::NotCommitted(_) => Self::Unavailable,
+            // Not a definitive 404: clients should try elsewhere or later.
+            ClusterError::KmsUnreachable => Self::NotReachable,
+            ClusterError::Store { op, err } => Self::store(op, err),
+            ClusterError::Indeterminate(op) => Self::PartialWrite(op),
+            ClusterError::Invalid(m) => Self::BadRequest(m),
+            ClusterError::Internal(m) => Self::Internal(m),
+        }
+    }
 }
 
 impl ApiError {
@@ -182,6 +202,7 @@ impl ApiError {
             Self::AdminOnly => e(403, msg::NOT_ALLOWED),
             Self::BadRequest(m) => KesError::new(400, m.clone()),
             Self::NoRoute => e(404, "404 page not found"),
+            Self::Refused(r) => KesError::new(r.status, r.message.clone()),
         }
     }
 }
@@ -227,5 +248,54 @@ impl IntoResponse for ApiError {
             }
             other => error_response(&other.to_kes()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cluster's failures get the statuses that make clients do the right thing: 4xx only
+    /// for definitive answers, 503/504/502 where another node or a retry may succeed.
+    #[test]
+    fn cluster_errors_map_to_statuses() {
+        let status = |e: ClusterError| ApiError::from(e).to_kes().status;
+        assert_eq!(status(ClusterError::KeyNotFound), 404);
+        assert_eq!(status(ClusterError::KeyExists), 400);
+        assert_eq!(status(ClusterError::ReservedName("x".into())), 400);
+        assert_eq!(status(ClusterError::Sealed), 503);
+        assert_eq!(status(ClusterError::CutOff), 503);
+        assert_eq!(status(ClusterError::NoLeader), 503);
+        assert_eq!(status(ClusterError::NotCommitted("lost".into())), 502);
+        assert_eq!(status(ClusterError::KmsUnreachable), 504);
+        assert_eq!(
+            status(ClusterError::store(
+                StoreOp::Read,
+                StoreError::unavailable(true, "down")
+            )),
+            502
+        );
+        assert_eq!(
+            status(ClusterError::store(StoreOp::Read, StoreError::NotFound)),
+            404
+        );
+        assert_eq!(status(ClusterError::Invalid("no".into())), 400);
+        assert_eq!(status(ClusterError::Internal("bug")), 500);
+        let partial = ApiError::from(ClusterError::Indeterminate(StoreOp::Delete)).to_kes();
+        assert_eq!(
+            (partial.status, partial.message.as_str()),
+            (
+                503,
+                "key deleted in the keystore; the cluster cache is being updated"
+            )
+        );
+        // A leader's refusal reaches the client as the leader made it.
+        let refused = ApiError::Refused(Refusal {
+            status: 403,
+            message: "not authorized: insufficient permissions".into(),
+        })
+        .to_kes();
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.body(), ApiError::NotAllowed.to_kes().body());
     }
 }

@@ -10,17 +10,15 @@
 
 pub mod admin;
 pub mod api;
-pub mod cluster;
 pub mod error;
-pub mod keys;
 pub mod lazy;
 pub mod local;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
+pub mod writes;
 
 use crate::api::Caller;
-use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
@@ -32,6 +30,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use kes_cluster::{Cluster, Serving, Tasks};
 use kes_config::{ClientAuth, Config, KeystoreConfig};
 use kes_crypto::KeyType;
 use kes_keystore::{FsStore, KeyStore, MemoryStore, StoreError};
@@ -69,6 +68,9 @@ pub enum ServerError {
     CreateKey { name: String, message: String },
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A task the node needs ended while it ran (see `kes_cluster::tasks`).
+    #[error("stopped: {0}")]
+    TaskEnded(String),
     #[error("failed to bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -130,9 +132,9 @@ impl App {
     /// not part of it: cached keys are served while the keystore is down.
     async fn ready(&self) -> Result<(), ApiError> {
         match self.cluster.serving() {
-            cluster::Serving::Ok => Ok(()),
-            cluster::Serving::Sealed => Err(ApiError::Sealed),
-            cluster::Serving::CutOff => Err(ApiError::ClusterUnavailable),
+            Serving::Ok => Ok(()),
+            Serving::Sealed => Err(ApiError::Sealed),
+            Serving::CutOff => Err(ApiError::ClusterUnavailable),
         }
     }
 
@@ -353,7 +355,7 @@ where
 }
 
 /// The policies and assignments a configuration seeds the cluster state with.
-pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
+pub fn seed_from_config(cfg: &Config) -> kes_cluster::Seed {
     let policies = cfg
         .policies
         .iter()
@@ -376,7 +378,7 @@ pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
                 .map(move |id| (id.clone(), name.clone()))
         })
         .collect();
-    cluster::Seed {
+    kes_cluster::Seed {
         admin: cfg.admin_identity.clone(),
         policies,
         assignments,
@@ -431,31 +433,6 @@ impl PolicyView {
     }
 }
 
-/// Raft's election timeout range, in milliseconds; the upper bound is also openraft's leader
-/// lease.
-pub(crate) const ELECTION_TIMEOUT_MIN: u64 = 500;
-pub(crate) const ELECTION_TIMEOUT_MAX: u64 = 1000;
-
-/// Raft timing: heartbeats well inside the contact timeout, elections a few heartbeats later.
-/// openraft's own election timer is off: `cluster::elect` starts elections after a pre-vote.
-fn raft_config() -> Result<Arc<openraft::Config>, ServerError> {
-    let cfg = openraft::Config {
-        cluster_name: "kes".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: ELECTION_TIMEOUT_MIN,
-        election_timeout_max: ELECTION_TIMEOUT_MAX,
-        enable_elect: false,
-        install_snapshot_timeout: 10_000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
-        // A member further behind than this after a snapshot catches up from the snapshot.
-        max_in_snapshot_log_to_keep: 100,
-        ..Default::default()
-    };
-    cfg.validate()
-        .map(Arc::new)
-        .map_err(|e| ServerError::Cluster(e.to_string()))
-}
-
 /// A configured server, ready to run.
 pub struct Server {
     app: Arc<App>,
@@ -504,78 +481,21 @@ impl Server {
         logs.set_audit_stdout(cfg.log.audit);
         let key_type = KeyType::for_this_cpu();
 
-        let (id, dir, members, peers, cluster_listen) = match &cfg.cluster {
-            Some(c) => {
-                let client = cluster::tls::client_config(&c.tls)?;
-                let server = cluster::tls::server_config(&c.tls)?;
-                (
-                    c.node_id,
-                    Some(c.data_dir.clone()),
-                    c.members.clone(),
-                    Some(cluster::net::Peers::new(client)),
-                    Some((c.address, server)),
-                )
-            }
-            None => {
-                let mut m = std::collections::BTreeMap::new();
-                m.insert(1, String::new());
-                (1, None, m, None, None)
-            }
+        let cluster_listen = match &cfg.cluster {
+            Some(c) => Some((c.address, kes_cluster::peer::tls::server_config(&c.tls)?)),
+            None => None,
         };
-        let opened = match &dir {
-            Some(d) => kes_raft::SledStore::open(d),
-            None => kes_raft::SledStore::open_temporary(),
-        };
-        let (log_store, sm_store) = opened
-            .map_err(|e| ServerError::Cluster(format!("cannot open the data directory: {e}")))?;
-        let state = sm_store.handle();
-        let network = cluster::net::Network {
-            peers: peers.clone().unwrap_or_else(|| {
-                cluster::net::Peers::new(
-                    rustls::ClientConfig::builder_with_provider(kes_tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .map(|b| {
-                            b.with_root_certificates(rustls::RootCertStore::empty())
-                                .with_no_client_auth()
-                        })
-                        .unwrap_or_else(|_| {
-                            rustls::ClientConfig::builder()
-                                .with_root_certificates(rustls::RootCertStore::empty())
-                                .with_no_client_auth()
-                        }),
-                )
-            }),
-        };
-        let raft =
-            kes_raft::types::Raft::new(id, raft_config()?, network, log_store.clone(), sm_store)
-                .await
-                .map_err(|e| ServerError::Cluster(e.to_string()))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| ServerError::Cluster(e.to_string()))?;
-        if !initialized && !members.is_empty() {
-            let nodes: std::collections::BTreeMap<u64, openraft::BasicNode> = members
-                .iter()
-                .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
-                .collect();
-            // Every member calls this with the same set; only an empty log accepts it, so the
-            // group forms whichever nodes come up first.
-            if let Err(e) = raft.initialize(nodes).await {
-                tracing::debug!(error = %e, "raft initialisation skipped");
-            }
-        }
-        let cluster = Cluster::new(
-            id,
-            raft,
-            log_store,
-            state,
-            peers,
-            store,
-            cfg.cache,
+        let opts = kes_cluster::Options {
+            cluster: cfg.cluster.clone(),
+            cache: cfg.cache,
             key_type,
-            seed_from_config(cfg),
-        );
+            seed: seed_from_config(cfg),
+            clock: kes_cluster::SystemClock::shared(),
+        };
+        let cluster = Cluster::open(opts, store).await.map_err(|e| match e {
+            kes_cluster::open::OpenError::Tls(e) => ServerError::Tls(e),
+            e => ServerError::Cluster(e.to_string()),
+        })?;
         let app = App {
             routes,
             access: ArcSwap::from_pointee(Access::new(
@@ -634,9 +554,9 @@ impl Server {
                     let version = kes_crypto::KeyVersion::generate(app.key_type, &app.admin);
                     match c.create(name, &version).await {
                         Ok(()) => tracing::info!(key = %name, "created configured key"),
-                        Err(ApiError::KeyExists) => {}
+                        Err(kes_cluster::ClusterError::KeyExists) => {}
                         Err(e) => {
-                            tracing::error!(key = %name, error = %e.to_kes().message, "failed to create configured key")
+                            tracing::error!(key = %name, error = %e, "failed to create configured key")
                         }
                     }
                 }
@@ -658,7 +578,7 @@ impl Server {
     /// for an answer. False if `shutdown` fired first.
     async fn wait_until_serving(app: &App, shutdown: &CancellationToken) -> bool {
         let c = &app.cluster;
-        let ready = || c.serving() == cluster::Serving::Ok && c.leader().is_some();
+        let ready = || c.serving() == Serving::Ok && c.leader().is_some();
         let deadline = tokio::time::Instant::now() + API_PORT_WAIT;
         while !ready() {
             if tokio::time::Instant::now() >= deadline {
@@ -679,7 +599,7 @@ impl Server {
     }
 
     /// Keeps the access state in step with the replicated policies.
-    async fn sync_access(app: Arc<App>, cancel: CancellationToken) {
+    async fn sync_access(app: Arc<App>, cancel: CancellationToken) -> Result<(), String> {
         let mut rx = app.cluster.state.applied_watch();
         let mut last: Option<PolicyView> = None;
         loop {
@@ -689,60 +609,78 @@ impl Server {
                 last = Some(view);
             }
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = rx.changed() => if r.is_err() { return },
+                _ = cancel.cancelled() => return Ok(()),
+                r = rx.changed() => if r.is_err() {
+                    return Err("the state machine stopped".into());
+                },
             }
         }
     }
 
     /// Serves on `port` until `shutdown` fires. The node-to-node port (if any) opens at once,
     /// so the node can join, catch up and get the cache key; the API port opens once the node
-    /// can serve (see [`Self::wait_until_serving`]).
+    /// can serve (see [`Self::wait_until_serving`]). Every background task runs under one
+    /// tracker: if one the node needs ends early, the server stops and returns
+    /// [`ServerError::TaskEnded`] (the binary exits non-zero and a supervisor restarts it).
     pub async fn run(self, port: Port, shutdown: CancellationToken) -> Result<(), ServerError> {
         let app = Arc::clone(&self.app);
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(Arc::clone(&app.cluster).run(shutdown.child_token()));
-        tasks.spawn(Arc::clone(&app.cluster).run_elections(shutdown.child_token()));
-        tasks.spawn(Arc::clone(&app.cluster).run_kms(shutdown.child_token()));
-        tasks.spawn(Self::sync_access(Arc::clone(&app), shutdown.child_token()));
+        let tasks = Tasks::new(shutdown.child_token());
+        app.cluster.start(&tasks);
+        tasks.needed(
+            "access sync",
+            Self::sync_access(Arc::clone(&app), tasks.token()),
+        );
         tasks.spawn(Self::create_configured_keys(
             Arc::clone(&app),
             self.keys_to_create.clone(),
-            shutdown.child_token(),
+            tasks.token(),
         ));
         if let Some((addr, tls)) = &self.cluster_listen {
             let peer_listener = bind(*addr).await?.listen()?;
-            let app2 = Arc::clone(&app);
-            let cancel = shutdown.child_token();
-            tasks.spawn(kes_tls::serve_tls(
+            let handler: Arc<dyn kes_cluster::WriteHandler> =
+                Arc::new(writes::Leader(Arc::clone(&app)));
+            let cluster = Arc::clone(&app.cluster);
+            let limits = app.limits;
+            let serve = kes_tls::serve_tls(
                 peer_listener,
                 Arc::new(ArcSwap::from(Arc::clone(tls))),
                 listener_limits(&app.limits),
-                cancel,
+                tasks.token(),
                 move |stream, peer, conn| {
-                    cluster::rpc::serve_peer(
-                        Arc::clone(&app2),
-                        Arc::clone(&app2.cluster),
+                    kes_cluster::peer::server::serve_peer(
+                        Arc::clone(&cluster),
+                        Arc::clone(&handler),
+                        http_builder(&limits),
                         stream,
                         peer,
                         conn,
                     )
                 },
-            ));
+            );
+            tasks.needed("node port", async move {
+                serve.await;
+                Ok(())
+            });
         }
-        if !Self::wait_until_serving(&app, &shutdown).await {
-            tasks.abort_all();
-            if let Err(e) = app.cluster.raft.shutdown().await {
-                tracing::warn!(error = %e, "raft did not shut down cleanly");
+        let failed = tokio::select! {
+            ready = Self::wait_until_serving(&app, &shutdown) => {
+                if !ready {
+                    Self::stop(&app, &tasks).await;
+                    return Ok(());
+                }
+                None
             }
-            return Ok(());
+            why = tasks.failure() => Some(why),
+        };
+        if let Some(why) = failed {
+            return Self::fail(&app, &tasks, why).await;
         }
         let address = port.local_addr();
         let listener = port.listen()?;
         tracing::info!(%address, "kes server listening");
         let cancel = shutdown.clone();
         let app2 = Arc::clone(&app);
-        kes_tls::serve_tls(
+        let api = kes_tls::serve_tls(
             listener,
             Arc::clone(&self.tls),
             listener_limits(&app.limits),
@@ -750,13 +688,27 @@ impl Server {
             move |stream, addr, conn| {
                 serve_connection(Arc::clone(&app2), stream, addr, conn, cancel.clone())
             },
-        )
-        .await;
-        tasks.abort_all();
-        if let Err(e) = app.cluster.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        );
+        tokio::select! {
+            () = api => {}
+            why = tasks.failure() => {
+                shutdown.cancel();
+                return Self::fail(&app, &tasks, why).await;
+            }
         }
+        Self::stop(&app, &tasks).await;
         Ok(())
+    }
+
+    async fn stop(app: &App, tasks: &Tasks) {
+        tasks.shutdown(SHUTDOWN_GRACE).await;
+        app.cluster.shutdown().await;
+    }
+
+    async fn fail(app: &App, tasks: &Tasks, why: String) -> Result<(), ServerError> {
+        tracing::error!(reason = %why, "stopping: a task this node needs has ended");
+        Self::stop(app, tasks).await;
+        Err(ServerError::TaskEnded(why))
     }
 }
 
@@ -898,7 +850,7 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
 
 /// Who the caller is for `route`, and whether it may call `path`: KES's `verify` (identity,
 /// policy) or identify-only, then the admin-only check of this server's extensions.
-fn authorize<'a>(
+pub(crate) fn authorize<'a>(
     app: &App,
     peer: &'a PeerIdentity,
     route: &routes::Route,
@@ -967,14 +919,19 @@ async fn process(
         Err(_) => return Err(ApiError::BodyTimeout),
     };
 
-    if needs_leader(route.id) && !app.cluster.is_leader() && app.cluster.peers.is_some() {
-        let path_and_query = uri.path_and_query().map_or("", |p| p.as_str());
-        if let Some(answer) =
-            forward_to_leader(app, conn.addr.ip(), method, path_and_query, identity, &body).await?
-        {
-            return Ok(answer);
+    if needs_leader(route.id) {
+        let op = writes::parse(route.id, resource, &body)?;
+        drop(body);
+        let client = conn.addr.ip().to_string();
+        let work = writes::run(app, identity, &client, op);
+        return if route.timeout.is_zero() {
+            work.await
+        } else {
+            tokio::time::timeout(route.timeout, work)
+                .await
+                .unwrap_or(Err(ApiError::Timeout))
         }
-        // This node was elected while the request waited for a leader: run it here.
+        .map(|()| api::empty());
     }
     let work = api::handle(
         app,
@@ -994,8 +951,8 @@ async fn process(
 }
 
 /// Routes that change the keystore or the replicated state run on the leader, which
-/// authorises them again (see [`forwarded`]).
-fn needs_leader(id: routes::RouteId) -> bool {
+/// authorises them again (see [`writes`]).
+pub(crate) fn needs_leader(id: routes::RouteId) -> bool {
     use routes::RouteId::*;
     matches!(
         id,
@@ -1011,174 +968,9 @@ fn needs_leader(id: routes::RouteId) -> bool {
     )
 }
 
-/// How long a write waits for a leader when none is known or the known one cannot be reached
-/// (a leader that just died): an election with its pre-vote, with room to spare.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
-
-/// Sends the request to the leader and relays its answer unchanged, so forwarding is invisible
-/// to the client. While there is no leader, or the leader refuses connections (the request
-/// surely did not reach it), waits up to [`LEADER_WAIT`] for one, so a write sent during a
-/// failover completes instead of failing. `None`: this node became the leader meanwhile.
-async fn forward_to_leader(
-    app: &App,
-    client: std::net::IpAddr,
-    method: &str,
-    path_and_query: &str,
-    identity: &str,
-    body: &Bytes,
-) -> Result<Option<Response>, ApiError> {
-    let c = &app.cluster;
-    let Some(peers) = &c.peers else {
-        return Err(ApiError::ClusterUnavailable);
-    };
-    let req = cluster::ForwardRequest {
-        method: method.to_owned(),
-        path_and_query: path_and_query.to_owned(),
-        identity: identity.to_owned(),
-        body: body.to_vec(),
-        client: client.to_string(),
-    };
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    loop {
-        if c.is_leader() {
-            return Ok(None);
-        }
-        let target = c.leader().and_then(|leader| {
-            c.members()
-                .into_iter()
-                .find(|(id, _, _)| *id == leader)
-                .map(|(id, addr, _)| (id, addr))
-        });
-        if let Some((leader, addr)) = target {
-            // Writes wait for the keystore and a Raft commit on the leader: allow for the
-            // route's own timeout there.
-            match peers
-                .call::<_, cluster::ForwardResponse>(
-                    leader,
-                    &addr,
-                    "/cluster/forward",
-                    &req,
-                    Duration::from_secs(20),
-                )
-                .await
-            {
-                Ok(resp) => return Ok(Some(cluster::rpc::relay(resp))),
-                Err(e) if e.nothing_sent() && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(error = %e, "leader unreachable: waiting for a new one");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::ClusterUnavailable);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Runs a write forwarded by member `from` for the identity the member authenticated.
-///
-/// The member's checks are not trusted: the leader applies the same route table, method,
-/// policy and admin checks to the named identity as to a request of its own, with its own
-/// policies, and writes the audit event for the write it runs. A member cannot ask the
-/// leader for more than the identity it names may do.
-pub async fn forwarded(
-    app: &App,
-    from: u64,
-    fwd: cluster::ForwardRequest,
-) -> cluster::ForwardResponse {
-    let started = Instant::now();
-    let uri: http::Uri = fwd.path_and_query.parse().unwrap_or_default();
-    let decoded = percent_encoding::percent_decode_str(uri.path())
-        .decode_utf8_lossy()
-        .into_owned();
-    let (response, audit_path) = match app.routes.find(&decoded) {
-        Match::Route { route, resource } if needs_leader(route.id) => {
-            let path = if route.is_subtree() && !decoded.starts_with(route.path) {
-                format!("{}{resource}", route.path)
-            } else {
-                decoded.clone()
-            };
-            let r = run_forwarded(app, &fwd, route, &path, resource, uri.query()).await;
-            let r = r.unwrap_or_else(|e| e.into_response());
-            (r, Some((route.is_audited() || route.is_admin_only(), path)))
-        }
-        _ => (
-            ApiError::BadRequest("route cannot be forwarded".into()).into_response(),
-            None,
-        ),
-    };
-    let status = response.status().as_u16();
-    if status == 403 || audit_path.is_none() {
-        tracing::warn!(peer = from, identity = %fwd.identity, path = %decoded, status, "forwarded write refused");
-    }
-    if let Some((true, path)) = audit_path {
-        audit(
-            app,
-            &fwd.client,
-            &path,
-            &fwd.identity,
-            status,
-            started.elapsed(),
-            true,
-        );
-    }
-    let headers = response
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-        .collect();
-    let body = match response.into_body().collect().await {
-        Ok(b) => b.to_bytes().to_vec(),
-        Err(_) => Vec::new(),
-    };
-    cluster::ForwardResponse {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn run_forwarded(
-    app: &App,
-    fwd: &cluster::ForwardRequest,
-    route: &routes::Route,
-    path: &str,
-    resource: &str,
-    query: Option<&str>,
-) -> Result<Response, ApiError> {
-    let method = fwd.method.as_str();
-    if method != route.method && !(route.method == "PUT" && method == "POST") {
-        return Err(ApiError::MethodNotAllowed {
-            got: method.to_owned(),
-            want: route.method,
-        });
-    }
-    let peer = if fwd.identity.is_empty() {
-        PeerIdentity::Missing
-    } else {
-        PeerIdentity::Identity(fwd.identity.clone())
-    };
-    let identity = authorize(app, &peer, route, path)?;
-    if fwd.body.len() as u64 > route.max_body {
-        return Err(ApiError::BodyTooLarge);
-    }
-    let work = api::handle(
-        app,
-        route.id,
-        Caller { identity },
-        resource,
-        query,
-        Bytes::from(fwd.body.clone()),
-    );
-    tokio::time::timeout(route.timeout.max(Duration::from_secs(1)), work)
-        .await
-        .unwrap_or(Err(ApiError::Timeout))
-}
-
 /// Publishes one audit event; `change`: the route changes state (see [`logs`] for what goes
 /// to stdout). Nothing is built when the event would go nowhere.
-fn audit(
+pub(crate) fn audit(
     app: &App,
     ip: &dyn std::fmt::Display,
     path: &str,

@@ -1,7 +1,9 @@
 //! Calling peers: Raft RPCs, forwarded requests, fill proposals, read indexes and the cache-key
 //! hand-over, all as msgpack bodies over HTTP/2 with mutual TLS.
 
+use super::server::protocol_of;
 use super::tls::node_name;
+use super::{PROTOCOL_HEADER, PROTOCOL_VERSION};
 use kes_raft::types::{NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -58,6 +60,13 @@ pub enum PeerError {
     },
     #[error("peer {id} sent an invalid answer: {message}")]
     Decode { id: NodeId, message: String },
+    /// The peer speaks another version of the node-to-node protocol.
+    #[error("peer {id} speaks node-to-node protocol {theirs}, this node {ours}: every member must run a release of the same protocol version")]
+    Version {
+        id: NodeId,
+        theirs: String,
+        ours: u32,
+    },
 }
 
 impl PeerError {
@@ -177,6 +186,7 @@ impl Peers {
         })?;
         let resp = client
             .post(format!("{base}{path}"))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
             .timeout(timeout)
             .body(body)
             .send()
@@ -191,6 +201,7 @@ impl Peers {
                 }
             })?;
         let status = resp.status().as_u16();
+        let theirs = protocol_of(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| {
             self.failed(id, &e);
             PeerError::Unreachable {
@@ -199,6 +210,16 @@ impl Peers {
             }
         })?;
         self.answered(id);
+        if theirs != Some(PROTOCOL_VERSION) {
+            let theirs =
+                theirs.map_or_else(|| "(unreadable)".to_owned(), |v| format!("version {v}"));
+            tracing::error!(peer = id, path, "peer protocol mismatch: the peer speaks {theirs}, this node version {PROTOCOL_VERSION}");
+            return Err(PeerError::Version {
+                id,
+                theirs,
+                ours: PROTOCOL_VERSION,
+            });
+        }
         if status != 200 {
             return Err(PeerError::Remote {
                 id,

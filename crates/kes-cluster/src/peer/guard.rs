@@ -2,7 +2,7 @@
 //! propose, with their times bounded by the leader's clock, and the bounds on snapshots a
 //! leader sends. The node-port routes (`rpc`) call these after checking the membership.
 
-use super::{now_ms, Cluster, WRAPPING_KEY};
+use crate::{Cluster, WRAPPING_KEY};
 use kes_keystore::StoreError;
 use kes_state::Command;
 
@@ -60,7 +60,7 @@ impl Cluster {
     /// authorises for the identity they name. Times are bounded by the leader's clock, so a
     /// member whose clock runs ahead cannot make keys look freshly confirmed to everyone.
     pub(crate) async fn admit_proposal(&self, cmd: Command) -> Result<Command, String> {
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         match cmd {
             Command::FillKey { name, .. } if name == WRAPPING_KEY => {
                 Err("the wrapping key is never cached".into())

@@ -9,15 +9,19 @@
 //! the request carries; votes and elections only from voters; proposals only for the cache
 //! commands a follower makes (fills, confirmations, evictions, tombstones of keys the
 //! keystore no longer has), with their times bounded by this node's clock; forwarded writes
-//! are authorised again for the identity they name (`crate::forwarded`).
+//! are authorised again for the identity they name (by the server's [`WriteHandler`]).
+//!
+//! A request without this node's [`PROTOCOL_VERSION`] is refused before anything else.
 
-use super::{Cluster, ForwardRequest, ForwardResponse, ProposeResult, ReadIndexResult};
-use crate::App;
-use axum::body::Body;
-use axum::response::Response;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper_util::rt::TokioIo;
+use super::wire::{Forward, ProposeResult, ReadIndexResult};
+use super::{WriteHandler, PROTOCOL_HEADER, PROTOCOL_VERSION};
+use crate::Cluster;
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
 use kes_raft::types::{NodeId, TypeConfig};
 use kes_state::Command;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
@@ -26,21 +30,26 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+type Response = http::Response<Full<Bytes>>;
+
+/// How long a node port connection may take to finish its requests at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn answer<T: Serialize>(value: &T) -> Response {
     match rmp_serde::to_vec_named(value) {
-        Ok(b) => Response::new(Body::from(b)),
+        Ok(b) => Response::new(Full::new(Bytes::from(b))),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
 fn fail(status: StatusCode, message: &str) -> Response {
-    let mut r = Response::new(Body::from(message.to_owned()));
+    let mut r = Response::new(Full::new(Bytes::from(message.to_owned())));
     *r.status_mut() = status;
     r
 }
 
-async fn decode<T: DeserializeOwned>(req: Request<Body>) -> Result<T, Response> {
-    let bytes = Limited::new(req.into_body(), super::net::MAX_PEER_BODY)
+async fn decode<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response> {
+    let bytes = Limited::new(req.into_body(), super::client::MAX_PEER_BODY)
         .collect()
         .await
         .map_err(|_| fail(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))?
@@ -56,17 +65,27 @@ pub fn decode_any(data: &[u8]) {
     let _ = rmp_serde::from_slice::<VoteRequest<NodeId>>(data);
     let _ = rmp_serde::from_slice::<InstallSnapshotRequest<TypeConfig>>(data);
     let _ = rmp_serde::from_slice::<Command>(data);
-    let _ = rmp_serde::from_slice::<ForwardRequest>(data);
-    let _ = rmp_serde::from_slice::<super::elect::PreVote>(data);
+    let _ = rmp_serde::from_slice::<Forward>(data);
+    let _ = rmp_serde::from_slice::<crate::elect::PreVote>(data);
     let _ = kes_state::State::decode_snapshot(data);
     let cert = rustls::pki_types::CertificateDer::from(data);
     let _ = super::tls::peer_node_id(Some(std::slice::from_ref(&cert)));
 }
 
-/// Serves one peer connection.
+/// The protocol version a request or answer carries (1: none, the first release).
+pub fn protocol_of(headers: &http::HeaderMap) -> Option<u32> {
+    match headers.get(PROTOCOL_HEADER) {
+        None => Some(1),
+        Some(v) => v.to_str().ok()?.trim().parse().ok(),
+    }
+}
+
+/// Serves one peer connection with `builder` (the server's limits), running forwarded writes
+/// through `writes`.
 pub async fn serve_peer(
-    app: Arc<App>,
     cluster: Arc<Cluster>,
+    writes: Arc<dyn WriteHandler>,
+    builder: Builder<TokioExecutor>,
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
     conn: Arc<kes_tls::Conn>,
@@ -75,17 +94,17 @@ pub async fn serve_peer(
         tracing::warn!(peer = %addr, "cluster connection refused: the certificate does not carry exactly one kes-node-<id> name");
         return;
     };
-    let builder = crate::http_builder(&app.limits);
     let busy = Arc::clone(&conn);
-    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let app = Arc::clone(&app);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let writes = Arc::clone(&writes);
         let cluster = Arc::clone(&cluster);
         let conn = Arc::clone(&busy);
         async move {
             let _busy = conn.request();
-            Ok::<_, std::convert::Infallible>(
-                handle(&app, &cluster, peer, addr, req.map(Body::new)).await,
-            )
+            let mut resp = handle(writes.as_ref(), &cluster, peer, addr, req).await;
+            resp.headers_mut()
+                .insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL_VERSION));
+            Ok::<_, std::convert::Infallible>(resp)
         }
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
@@ -100,7 +119,7 @@ pub async fn serve_peer(
         _ = conn.closing() => {}
     }
     served.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, served).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, served).await;
 }
 
 /// What a peer id is to this node now.
@@ -142,7 +161,7 @@ fn admitted(route: &str, standing: Standing) -> bool {
         "/cluster/propose"
         | "/cluster/read-index"
         | "/cluster/cck"
-        | "/cluster/forward"
+        | "/cluster/write"
         | "/cluster/applied" => matches!(standing, Voter | Learner),
         _ => false,
     }
@@ -154,13 +173,22 @@ fn refuse(peer: NodeId, addr: SocketAddr, route: &str, why: &str) -> Response {
 }
 
 async fn handle(
-    app: &Arc<App>,
+    writes: &dyn WriteHandler,
     cluster: &Arc<Cluster>,
     peer: NodeId,
     addr: SocketAddr,
-    req: Request<Body>,
+    req: Request<Incoming>,
 ) -> Response {
     let path = req.uri().path().to_owned();
+    let version = protocol_of(req.headers());
+    if version != Some(PROTOCOL_VERSION) {
+        let why = format!(
+            "peer protocol {} refused: this node speaks version {PROTOCOL_VERSION}; every member must run a release of the same protocol version (see docs/operations.md, \"Upgrades\")",
+            version.map_or_else(|| "(unreadable)".to_owned(), |v| format!("version {v}")),
+        );
+        tracing::error!(peer, addr = %addr, route = %path, "{why}");
+        return fail(StatusCode::BAD_REQUEST, &why);
+    }
     let standing = standing(cluster, peer);
     if !admitted(&path, standing) {
         let why = match standing {
@@ -283,15 +311,20 @@ async fn handle(
             drop(bytes.map(zeroize::Zeroizing::new));
             resp
         }
-        "/cluster/forward" => {
-            let fwd: ForwardRequest = match decode(req).await {
+        "/cluster/write" => {
+            let write: Forward = match decode(req).await {
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            answer(&crate::forwarded(app, peer, fwd).await)
+            if !cluster.is_leader() {
+                return answer(&super::wire::ForwardResult::NotLeader {
+                    leader: cluster.leader(),
+                });
+            }
+            answer(&writes.forwarded(peer, write).await)
         }
         "/cluster/prevote" => {
-            let req: super::elect::PreVote = match decode(req).await {
+            let req: crate::elect::PreVote = match decode(req).await {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -313,19 +346,4 @@ async fn handle(
         }
         _ => fail(StatusCode::NOT_FOUND, "no such cluster route"),
     }
-}
-
-/// Turns a leader's answer back into the client's response, byte for byte.
-pub fn relay(resp: ForwardResponse) -> Response {
-    let mut r = Response::new(Body::from(resp.body));
-    *r.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    for (k, v) in resp.headers {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k.as_bytes()),
-            http::HeaderValue::from_str(&v),
-        ) {
-            r.headers_mut().insert(k, v);
-        }
-    }
-    r
 }

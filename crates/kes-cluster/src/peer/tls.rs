@@ -84,3 +84,19 @@ pub fn client_config(tls: &ClusterTls) -> Result<ClientConfig, TlsError> {
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)
 }
+
+/// The client configuration of a node without peers (a single node without a `cluster:`
+/// section): it trusts nothing, and is never used to connect.
+pub fn no_peers_config() -> ClientConfig {
+    ClientConfig::builder_with_provider(kes_tls::provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|_| {
+            ClientConfig::builder()
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth()
+        })
+}

@@ -1,0 +1,137 @@
+//! Opening a node: its data directory, Raft, its peers, the metered keystore.
+
+use crate::peer::client::{Network, Peers};
+use crate::peer::tls;
+use crate::{
+    Clock, Cluster, ClusterError, KmsHealth, Seed, ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN,
+};
+use arc_swap::ArcSwapOption;
+use kes_config::{CacheConfig, ClusterConfig};
+use kes_crypto::KeyType;
+use kes_keystore::KeyStore;
+use kes_raft::types::{NodeId, Raft};
+use parking_lot::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+/// What a node is opened with.
+pub struct Options {
+    /// The `cluster:` section; `None`: a single node keeping its state in memory.
+    pub cluster: Option<ClusterConfig>,
+    /// `cache.expiry` as configured (KES's defaults are applied here).
+    pub cache: CacheConfig,
+    pub key_type: KeyType,
+    pub seed: Seed,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Raft timing: heartbeats well inside the contact timeout, elections a few heartbeats later.
+/// openraft's own election timer is off: `elect` starts elections after a pre-vote.
+fn raft_config() -> Result<Arc<openraft::Config>, ClusterError> {
+    let cfg = openraft::Config {
+        cluster_name: "kes".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: ELECTION_TIMEOUT_MIN,
+        election_timeout_max: ELECTION_TIMEOUT_MAX,
+        enable_elect: false,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5_000),
+        // A member further behind than this after a snapshot catches up from the snapshot.
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    };
+    cfg.validate().map(Arc::new).map_err(|e| {
+        tracing::error!(error = %e, "invalid raft configuration");
+        ClusterError::Internal("invalid raft configuration")
+    })
+}
+
+/// Why a node could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the data directory: {0}")]
+    DataDir(String),
+    #[error("{0}")]
+    Tls(#[from] kes_tls::TlsError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+}
+
+impl Cluster {
+    /// Opens the node: its data directory (in memory without a `cluster:` section), Raft, and
+    /// its peers. On a node whose log is empty, the configured members form the group (every
+    /// member calls this with the same set; only an empty log accepts it, so the group forms
+    /// whichever nodes come up first). Nothing runs until [`Cluster::start`].
+    pub async fn open(opts: Options, store: Arc<dyn KeyStore>) -> Result<Arc<Self>, OpenError> {
+        let (id, members, peers) = match &opts.cluster {
+            Some(c) => (
+                c.node_id,
+                c.members.clone(),
+                Some(Peers::new(tls::client_config(&c.tls)?)),
+            ),
+            None => {
+                let mut m = BTreeMap::new();
+                m.insert(1, String::new());
+                (1, m, None)
+            }
+        };
+        let opened = match &opts.cluster {
+            Some(c) => kes_raft::SledStore::open(&c.data_dir),
+            None => kes_raft::SledStore::open_temporary(),
+        };
+        let (log_store, sm_store) = opened.map_err(|e| OpenError::DataDir(e.to_string()))?;
+        let state = sm_store.handle();
+        // A single node has no peers; its network is never used.
+        let network = Network {
+            peers: peers
+                .clone()
+                .unwrap_or_else(|| Peers::new(tls::no_peers_config())),
+        };
+        let raft = Raft::new(id, raft_config()?, network, log_store.clone(), sm_store)
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| OpenError::Raft(e.to_string()))?;
+        if !initialized && !members.is_empty() {
+            let nodes: BTreeMap<NodeId, openraft::BasicNode> = members
+                .iter()
+                .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
+                .collect();
+            if let Err(e) = raft.initialize(nodes).await {
+                tracing::debug!(error = %e, "raft initialisation skipped");
+            }
+        }
+        let metered = crate::kms::MeteredStore::new(store, Arc::clone(&opts.clock));
+        let kms: Arc<KmsHealth> = Arc::clone(metered.health());
+        let c = Arc::new(Self {
+            id,
+            raft,
+            log: log_store,
+            state,
+            peers,
+            store: Arc::new(metered),
+            kms,
+            clock: opts.clock,
+            cck: ArcSwapOption::empty(),
+            decoded: RwLock::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            refreshing: Mutex::new(HashSet::new()),
+            writing: Mutex::new(HashMap::new()),
+            last_contact: AtomicU64::new(0),
+            expiry: opts.cache.effective(),
+            key_type: opts.key_type,
+            seed: opts.seed,
+            snapshot_recv: Mutex::new(None),
+            background: tokio_util::task::TaskTracker::new(),
+            #[cfg(test)]
+            fail_tombstone: std::sync::atomic::AtomicBool::new(false),
+        });
+        c.touch_contact();
+        Ok(c)
+    }
+}
