@@ -54,7 +54,8 @@ impl Tasks {
             let why = match handle.await {
                 Ok(Ok(())) if cancel.is_cancelled() => return,
                 Ok(Ok(())) => format!("the task '{name}' ended"),
-                Ok(Err(e)) => format!("the task '{name}' failed: {e}"),
+                // The task's own message first: it is what the operator acts on.
+                Ok(Err(e)) => format!("{e} (task '{name}')"),
                 Err(e) if e.is_panic() => format!("the task '{name}' panicked"),
                 Err(_) => return,
             };

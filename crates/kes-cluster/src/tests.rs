@@ -602,10 +602,7 @@ async fn expiry_and_the_offline_window_follow_the_clock() {
     store.down.store(false, Ordering::SeqCst);
     cluster.kms.probe(cluster.store.as_ref()).await.unwrap();
     assert!(!cluster.kms.is_down());
-    assert_eq!(
-        cluster.kms.outage_total(),
-        Duration::from_secs(9 * 60 + 61)
-    );
+    assert_eq!(cluster.kms.outage_total(), Duration::from_secs(9 * 60 + 61));
     let reads = store.reads();
     cluster.get("k").await.unwrap();
     assert_eq!(store.reads(), reads + 1);

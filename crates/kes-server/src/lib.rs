@@ -69,7 +69,7 @@ pub enum ServerError {
     #[error("cluster: {0}")]
     Cluster(String),
     /// A task the node needs ended while it ran (see `kes_cluster::tasks`).
-    #[error("stopped: {0}")]
+    #[error("{0}")]
     TaskEnded(String),
     #[error("failed to bind {addr}: {source}")]
     Bind {
