@@ -969,3 +969,118 @@ async fn unfinished_http2_bodies_stay_within_the_memory_bound() {
         "resident memory grew by {grew} KiB under the flood"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The node-to-node protocol carries a version; nodes of different versions refuse each other.
+
+/// A client of node `i`'s node port that sends raw requests, with node `from`'s certificate.
+fn raw_peer(c: &ProcCluster, from: usize, to: usize) -> reqwest::Client {
+    let d = c.files.nodes[from].config.parent().unwrap();
+    let tls = kes_config::ClusterTls {
+        key: d.join("peer.key"),
+        cert: d.join("peer.cert"),
+        ca: c.files.dir.join("cluster-ca.cert"),
+    };
+    let addr: SocketAddr = peer_addr(c, to).parse().unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(kes_cluster::peer::tls::client_config(&tls).unwrap())
+        .resolve(&format!("kes-node-{}", to + 1), addr)
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn peers_of_another_protocol_version_are_refused() {
+    use kes_cluster::peer::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+    let c = ProcCluster::start(3, "30s", "");
+    c.wait_all_ready(60).await;
+    let member = raw_peer(&c, 1, 0);
+    let url = format!(
+        "https://kes-node-1:{}/cluster/applied",
+        c.files.nodes[0].peer_port
+    );
+    let body = rmp_serde::to_vec_named(&()).unwrap();
+
+    // A node of the first release sends no version: refused, and told why.
+    let old = member.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(old.status(), 400);
+    let why = old.text().await.unwrap();
+    assert!(
+        why.contains("peer protocol version 1 refused")
+            && why.contains(&format!("this node speaks version {PROTOCOL_VERSION}")),
+        "{why}"
+    );
+    // A newer one too.
+    let newer = member
+        .post(&url)
+        .header(PROTOCOL_HEADER, PROTOCOL_VERSION + 1)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(newer.status(), 400);
+    // The same version is served, and the answer carries it.
+    let same = member
+        .post(&url)
+        .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 200);
+    assert_eq!(
+        same.headers().get(PROTOCOL_HEADER).unwrap(),
+        &PROTOCOL_VERSION.to_string()
+    );
+    assert!(c.log(0).contains("peer protocol version 1 refused"));
+
+    // The other way round: a peer that answers without the version (an older node 3, on a
+    // port of its own) is not believed.
+    let d = c.files.nodes[2].config.parent().unwrap();
+    let tls = kes_config::ClusterTls {
+        key: d.join("peer.key"),
+        cert: d.join("peer.cert"),
+        ca: c.files.dir.join("cluster-ca.cert"),
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(kes_cluster::peer::tls::server_config(&tls).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let old_addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        for _ in 0..4 {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let svc = hyper::service::service_fn(|_req| async {
+                let applied = rmp_serde::to_vec_named(&7u64).unwrap();
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(applied),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc),
+            );
+        }
+    });
+    let peers = peer_client(&c, 0);
+    let r = peers
+        .call::<_, u64>(
+            3,
+            &old_addr.to_string(),
+            "/cluster/applied",
+            &(),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(PeerError::Version { ours, .. }) if ours == PROTOCOL_VERSION),
+        "{r:?}"
+    );
+    server.abort();
+}
