@@ -319,7 +319,8 @@ mod tests {
         assert_eq!(names["k"].entry, old.names["k"].entry);
         assert_eq!(names["filled"].generation, 0);
         assert!(names["gone"].tombstone && names["gone"].generation == 2);
-        s.check_invariants().map_err(|reason| SnapshotError::Inconsistent { reason })?;
+        s.check_invariants()
+            .map_err(|reason| SnapshotError::Inconsistent { reason })?;
         // A fill observed after the restore is taken; a deleted name stays deleted for fills
         // that began before the restore.
         assert_eq!(
