@@ -335,6 +335,15 @@ mod tests {
             ),
             Outcome::StaleFill
         );
+        let mut small = old.clone();
+        small.drop_cache_entries();
+        assert_eq!(small.key_count(), 0);
+        assert!(small.names["gone"].tombstone);
+        assert_eq!(small.names["k"].generation, 40);
+        assert!(!small.names.contains_key("filled"));
+        small
+            .check_invariants()
+            .map_err(|reason| SnapshotError::Inconsistent { reason })?;
         // Like `Init`, a restore does not apply twice, nor after `Init`, nor from bad bytes.
         assert_eq!(s.apply(4, &cmd), Outcome::AlreadyInitialized);
         let mut fresh = State::default();

@@ -228,6 +228,16 @@ impl State {
         }
     }
 
+    /// Drops every cached entry, keeping tombstones, generations, policies and assignments: a
+    /// state that restores into a smaller log entry, whose keys are read from the KMS again as
+    /// they are used. The invariants hold: an entry-less name keeps its generation or goes.
+    pub fn drop_cache_entries(&mut self) {
+        self.names.retain(|_, ns| {
+            ns.entry = None;
+            ns.tombstone || ns.generation != 0
+        });
+    }
+
     /// Whether node `id` was removed from the group.
     pub fn is_retired(&self, id: u64) -> bool {
         self.retired.contains(&id)
