@@ -320,7 +320,7 @@ pub async fn handle(
             }))
         }
         PolicyWrite | PolicyAssign | PolicyDelete | IdentityDelete | ClusterStatus | ClusterAdd
-        | ClusterRemove | ClusterLeader | ClusterSnapshot | ClusterMetrics => {
+        | ClusterRemove | ClusterLeader | ClusterSnapshot | ClusterMetrics | ClusterBackup => {
             crate::admin::handle(app, route, resource, body).await
         }
         LogError => Ok(stream(app.logs.subscribe_error())),

@@ -69,6 +69,8 @@ pub enum ServerError {
     CreateKey { name: String, message: String },
     #[error("cluster: {0}")]
     Cluster(String),
+    #[error(transparent)]
+    DataDir(#[from] kes_raft::DataDirError),
     #[error("failed to bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -380,7 +382,42 @@ pub fn seed_from_config(cfg: &Config) -> cluster::Seed {
         admin: cfg.admin_identity.clone(),
         policies,
         assignments,
+        restore: None,
     }
+}
+
+/// The [`kes_state::Command::Restore`] to initialise the cluster with when `kes cluster
+/// restore` seeded the data directory and the cluster is not initialised yet. Once it is, by
+/// this seed or by another node, the seed is of no more use and is removed.
+fn restore_seed(
+    log: &kes_raft::LogStore,
+    state: &kes_raft::StateHandle,
+    admin: &str,
+) -> Result<Option<kes_state::Command>, ServerError> {
+    let seed = log
+        .restore_seed()
+        .map_err(|e| ServerError::Cluster(format!("cannot read the restore seed: {e}")))?;
+    let Some(snapshot) = seed else {
+        return Ok(None);
+    };
+    if state.read(|s| s.is_initialized()) {
+        log.clear_restore_seed()
+            .map_err(|e| ServerError::Cluster(format!("cannot remove the restore seed: {e}")))?;
+        return Ok(None);
+    }
+    if let Err(e) = kes_state::State::decode_snapshot(&snapshot) {
+        return Err(ServerError::Cluster(format!(
+            "the restored state in the data directory is damaged ({e}): delete the directory and run kes cluster restore again"
+        )));
+    }
+    tracing::info!(
+        bytes = snapshot.len(),
+        "data directory restored from a backup: the cluster starts from it"
+    );
+    Ok(Some(kes_state::Command::Restore {
+        snapshot,
+        admin: admin.to_owned(),
+    }))
 }
 
 /// The replicated policies and assignments, as the access state needs them.
@@ -522,6 +559,11 @@ impl Server {
                 (1, None, m, None, None)
             }
         };
+        if let Some(d) = &dir {
+            // Its own error first: another format version must be named as such, not as a
+            // storage failure.
+            kes_raft::store::datadir::prepare_data_dir(d)?;
+        }
         let opened = match &dir {
             Some(d) => kes_raft::SledStore::open(d),
             None => kes_raft::SledStore::open_temporary(),
@@ -529,6 +571,7 @@ impl Server {
         let (log_store, sm_store) = opened
             .map_err(|e| ServerError::Cluster(format!("cannot open the data directory: {e}")))?;
         let state = sm_store.handle();
+        let restore = restore_seed(&log_store, &state, &cfg.admin_identity)?;
         let network = cluster::net::Network {
             peers: peers.clone().unwrap_or_else(|| {
                 cluster::net::Peers::new(
@@ -565,16 +608,10 @@ impl Server {
                 tracing::debug!(error = %e, "raft initialisation skipped");
             }
         }
+        let mut seed = seed_from_config(cfg);
+        seed.restore = restore;
         let cluster = Cluster::new(
-            id,
-            raft,
-            log_store,
-            state,
-            peers,
-            store,
-            cfg.cache,
-            key_type,
-            seed_from_config(cfg),
+            id, raft, log_store, state, peers, store, cfg.cache, key_type, seed,
         );
         let app = App {
             routes,

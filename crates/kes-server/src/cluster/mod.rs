@@ -242,6 +242,9 @@ pub struct Seed {
     pub admin: String,
     pub policies: BTreeMap<String, kes_state::PolicyDef>,
     pub assignments: BTreeMap<String, String>,
+    /// A [`Command::Restore`] from a backup this node's data directory was seeded with: the
+    /// cluster starts from it instead of the fields above.
+    pub restore: Option<Command>,
 }
 
 impl Cluster {
@@ -1216,6 +1219,19 @@ impl Cluster {
             .map_err(|_| ApiError::ClusterUnavailable)?;
         self.wait_applied(read.0.map_or(0, |l| l.index)).await?;
         if self.state.read(|s| s.is_initialized()) {
+            return Ok(());
+        }
+        if let Some(cmd) = self.seed.restore.clone() {
+            // The backup's cache key, wrapped by the keystore's wrapping key, comes with it:
+            // the node unseals as after a restart.
+            let r = self
+                .raft
+                .client_write(cmd)
+                .await
+                .map_err(|_| ApiError::ClusterUnavailable)?;
+            if r.data == Outcome::Applied {
+                tracing::info!("cluster state restored from a backup");
+            }
             return Ok(());
         }
         let cck = Cck::generate();
