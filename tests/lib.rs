@@ -429,7 +429,18 @@ impl ProcCluster {
 
     /// Generates configurations from `opts` (on free ports unless it names ports) and starts
     /// the initial members.
-    pub fn start_with(mut opts: kes_server::local::LocalOptions) -> Self {
+    pub fn start_with(opts: kes_server::local::LocalOptions) -> Self {
+        let initial = opts.initial_members.unwrap_or(opts.nodes);
+        let mut c = Self::prepare(opts);
+        for i in 0..initial as usize {
+            c.start_node(i);
+        }
+        c
+    }
+
+    /// Generates configurations from `opts` (on free ports unless it names ports) and starts
+    /// nothing, for tests that prepare the nodes' directories first.
+    pub fn prepare(mut opts: kes_server::local::LocalOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         if opts.ports.is_none() {
             opts.ports = Some(
@@ -438,17 +449,27 @@ impl ProcCluster {
                     .collect(),
             );
         }
-        let initial = opts.initial_members.unwrap_or(opts.nodes);
         let files = kes_server::local::LocalCluster::generate(dir.path(), &opts).unwrap();
-        let mut c = Self {
+        Self {
             files,
             procs: (0..opts.nodes).map(|_| None).collect(),
             _dir: dir,
-        };
-        for i in 0..initial as usize {
-            c.start_node(i);
         }
-        c
+    }
+
+    /// Runs the `kes` CLI with this cluster's admin API key, CA and endpoints (`nodes`).
+    pub fn cli(&self, nodes: &[usize], args: &[&str]) -> std::process::Output {
+        let eps: Vec<String> = nodes
+            .iter()
+            .map(|i| self.files.nodes[*i].endpoint())
+            .collect();
+        std::process::Command::new(kes_bin())
+            .args(args)
+            .env("KES_SERVER", eps.join(","))
+            .env("KES_API_KEY", self.files.api_key.to_text())
+            .env("KES_CA", &self.files.ca_file)
+            .output()
+            .unwrap()
     }
 
     pub fn start_node(&mut self, i: usize) {

@@ -100,6 +100,23 @@ async fn policy_identity_and_cluster_changes_are_audited_refusals_included() {
             s.admin.identity(),
             400,
         ),
+        // A backup copies the state out: audited, and refused to anyone but the admin.
+        (
+            &admin,
+            "GET",
+            "/v1/cluster/backup".to_owned(),
+            None,
+            s.admin.identity(),
+            200,
+        ),
+        (
+            &ops_client,
+            "GET",
+            "/v1/cluster/backup".to_owned(),
+            None,
+            ops.identity(),
+            403,
+        ),
     ];
     for (client, method, path, body, _, status) in &steps {
         let answer = send(client, method, &s.url(path), body.clone()).await;

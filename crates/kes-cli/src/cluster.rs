@@ -25,6 +25,11 @@ pub enum ClusterCmd {
     Snapshot(Common),
     /// Print the cluster metrics (Prometheus text)
     Metrics(Common),
+    /// Write a backup of the replicated state (policies, identity assignments, the sealed key
+    /// cache; no plaintext key material) to a file
+    Backup(BackupArgs),
+    /// Seed a new node's empty data directory with a backup: the new cluster starts from it
+    Restore(RestoreArgs),
     /// Run a local cluster on 127.0.0.1 with a filesystem keystore, until Ctrl-C
     Local(LocalArgs),
 }
@@ -43,6 +48,33 @@ pub struct AddArgs {
     #[command(flatten)]
     pub common: Common,
 }
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// The file to write (replaced if it exists)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The configuration of the node to seed; its cluster.data_dir must be empty or missing
+    #[arg(long, value_name = "PATH")]
+    pub config: PathBuf,
+    /// The backup file (from kes cluster backup)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// Largest backup file `restore` reads: the node port's snapshot bound.
+const MAX_BACKUP_FILE: u64 = 1 << 30;
+
+/// Largest state a restore carries with its cache entries. The state goes to every member in
+/// one Raft entry, and the node port takes requests of at most 64 MiB; above this the entries
+/// are left out, and the keys are read from the keystore again as they are used.
+const MAX_RESTORE_ENTRY: usize = 32 << 20;
 
 #[derive(Args, Debug)]
 pub struct NodeArg {
@@ -141,8 +173,112 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 .context("failed to read the cluster metrics")?;
             outln!("{}", m.trim_end())
         }
+        ClusterCmd::Backup(a) => backup(a).await,
+        ClusterCmd::Restore(a) => restore(&a),
         ClusterCmd::Local(a) => local(a).await,
     }
+}
+
+fn describe(b: &kes_state::Backup) -> String {
+    format!(
+        "{} policies, {} identity assignments, {} cached keys, {} tombstones",
+        b.state.policies("").len(),
+        b.state.identities("").len(),
+        b.state.key_count(),
+        b.state.tombstone_count()
+    )
+}
+
+async fn backup(a: BackupArgs) -> anyhow::Result<()> {
+    let bytes = client(&a.common)?
+        .cluster_backup()
+        .await
+        .context("failed to take a backup")?;
+    // Checked before it is written, so a file that exists is a file that restores.
+    let b = kes_state::Backup::decode(&bytes).context("the server sent an unusable backup")?;
+    let tmp = a.file.with_extension("tmp");
+    write_private(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, &a.file))
+        .with_context(|| format!("failed to write '{}'", a.file.display()))?;
+    if a.common.out.json {
+        return print_json(&serde_json::json!({
+            "file": a.file,
+            "bytes": bytes.len(),
+            "node_id": b.node_id,
+            "read_index": b.read_index,
+            "policies": b.state.policies("").len(),
+            "assignments": b.state.identities("").len(),
+            "keys": b.state.key_count(),
+            "tombstones": b.state.tombstone_count(),
+        }));
+    }
+    outln!(
+        "Backup of {} (node {}, read index {}) written to {}",
+        describe(&b),
+        b.node_id,
+        b.read_index,
+        a.file.display()
+    )
+}
+
+/// Writes a file readable by its owner only: a backup holds no plaintext key, but sealed keys,
+/// the wrapped cache key and who may do what are nobody else's business.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn restore(a: &RestoreArgs) -> anyhow::Result<()> {
+    let parsed = kes_config::load(&a.config)
+        .with_context(|| format!("failed to load '{}'", a.config.display()))?;
+    let Some(cluster) = &parsed.config.cluster else {
+        bail!(
+            "'{}' has no cluster: section: a restore seeds the node's cluster.data_dir",
+            a.config.display()
+        );
+    };
+    let file = a.file.display();
+    let len = std::fs::metadata(&a.file)
+        .with_context(|| format!("cannot read '{file}'"))?
+        .len();
+    if len > MAX_BACKUP_FILE {
+        bail!("'{file}' is not a kes backup file: {len} bytes, more than any backup");
+    }
+    let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read '{file}'"))?;
+    let mut b =
+        kes_state::Backup::decode(&bytes).with_context(|| format!("cannot restore '{file}'"))?;
+    let mut snapshot = b
+        .state
+        .encode_snapshot()
+        .with_context(|| format!("cannot restore '{file}'"))?;
+    let mut note = String::new();
+    if snapshot.len() > MAX_RESTORE_ENTRY {
+        b.state.drop_cache_entries();
+        snapshot = b
+            .state
+            .encode_snapshot()
+            .with_context(|| format!("cannot restore '{file}'"))?;
+        note = "; the cached keys are left out (too many to restore at once) and are read from the keystore again as they are used".into();
+    }
+    kes_raft::SledStore::seed_restore(&cluster.data_dir, &snapshot)
+        .with_context(|| format!("cannot restore '{file}'"))?;
+    outln!(
+        "Data directory {} seeded with the backup of {} (taken on node {} at read index {}){note}.\n\
+         Start the node: the cluster starts from this state. Seed every node of the new cluster \
+         the same way before starting any.",
+        cluster.data_dir.display(),
+        describe(&b),
+        b.node_id,
+        b.read_index,
+    )
 }
 
 /// Kills the node processes when the launcher exits, however it exits.

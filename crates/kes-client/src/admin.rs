@@ -104,6 +104,13 @@ impl Client {
             .map(drop)
     }
 
+    /// `GET /v1/cluster/backup` (admin): a backup file of the replicated state, taken after the
+    /// leader's read index (see `kes_state::Backup`).
+    pub async fn cluster_backup(&self) -> Result<Vec<u8>, ClientError> {
+        let resp = self.send(Request::get("/v1/cluster/backup".into())).await?;
+        transport::read_limited(resp, limits::MAX_BACKUP_RESPONSE).await
+    }
+
     /// `GET /v1/policy/describe/{name}`.
     pub async fn describe_policy(&self, name: &str) -> Result<DescribePolicyResponse, ClientError> {
         self.json(

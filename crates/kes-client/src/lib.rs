@@ -78,6 +78,8 @@ pub mod limits {
     pub const MAX_VERSION_RESPONSE: usize = 1 << 10;
     /// Largest `/v1/metrics` response.
     pub const MAX_METRICS_RESPONSE: usize = 8 << 20;
+    /// Largest `/v1/cluster/backup` response: the size of the node port's snapshot bound.
+    pub const MAX_BACKUP_RESPONSE: usize = 1 << 30;
     /// How much of an error body is read.
     pub const MAX_ERROR_BODY: usize = 64 << 10;
     /// Most pages `list_keys_all` fetches before concluding that the server loops.

@@ -104,6 +104,9 @@ pub struct Seed {
     pub admin: String,
     pub policies: BTreeMap<String, kes_state::PolicyDef>,
     pub assignments: BTreeMap<String, String>,
+    /// A [`kes_state::Command::Restore`] from a backup this node's data directory was seeded
+    /// with: the cluster starts from it instead of the fields above.
+    pub restore: Option<kes_state::Command>,
 }
 
 /// The state of one node in the group.

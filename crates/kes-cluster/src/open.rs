@@ -52,6 +52,9 @@ fn raft_config() -> Result<Arc<openraft::Config>, ClusterError> {
 pub enum OpenError {
     #[error("cannot open the data directory: {0}")]
     DataDir(String),
+    /// The data directory is of another format version (or cannot be checked).
+    #[error(transparent)]
+    Format(#[from] kes_raft::DataDirError),
     #[error("{0}")]
     Tls(#[from] kes_tls::TlsError),
     #[error("raft: {0}")]
@@ -78,12 +81,19 @@ impl Cluster {
                 (1, m, None)
             }
         };
+        if let Some(c) = &opts.cluster {
+            // Its own error first: another format version must be named as such, not as a
+            // storage failure.
+            kes_raft::store::datadir::prepare_data_dir(&c.data_dir)?;
+        }
         let opened = match &opts.cluster {
             Some(c) => kes_raft::SledStore::open(&c.data_dir),
             None => kes_raft::SledStore::open_temporary(),
         };
         let (log_store, sm_store) = opened.map_err(|e| OpenError::DataDir(e.to_string()))?;
         let state = sm_store.handle();
+        let mut seed = opts.seed;
+        seed.restore = restore_seed(&log_store, &state, &seed.admin)?;
         // A single node has no peers; its network is never used.
         let network = Network {
             peers: peers
@@ -125,7 +135,7 @@ impl Cluster {
             last_contact: AtomicU64::new(0),
             expiry: opts.cache.effective(),
             key_type: opts.key_type,
-            seed: opts.seed,
+            seed,
             snapshot_recv: Mutex::new(None),
             background: tokio_util::task::TaskTracker::new(),
             #[cfg(test)]
@@ -134,4 +144,37 @@ impl Cluster {
         c.touch_contact();
         Ok(c)
     }
+}
+
+/// The state a data directory was seeded with by `kes cluster restore`, as the command the
+/// cluster starts from; removed once the cluster exists.
+fn restore_seed(
+    log: &kes_raft::LogStore,
+    state: &kes_raft::StateHandle,
+    admin: &str,
+) -> Result<Option<kes_state::Command>, OpenError> {
+    let seed = log
+        .restore_seed()
+        .map_err(|e| OpenError::DataDir(format!("cannot read the restore seed: {e}")))?;
+    let Some(snapshot) = seed else {
+        return Ok(None);
+    };
+    if state.read(|s| s.is_initialized()) {
+        log.clear_restore_seed()
+            .map_err(|e| OpenError::DataDir(format!("cannot remove the restore seed: {e}")))?;
+        return Ok(None);
+    }
+    if let Err(e) = kes_state::State::decode_snapshot(&snapshot) {
+        return Err(OpenError::DataDir(format!(
+            "the restored state in the data directory is damaged ({e}): delete the directory and run kes cluster restore again"
+        )));
+    }
+    tracing::info!(
+        bytes = snapshot.len(),
+        "data directory restored from a backup: the cluster starts from it"
+    );
+    Ok(Some(kes_state::Command::Restore {
+        snapshot,
+        admin: admin.to_owned(),
+    }))
 }

@@ -128,6 +128,19 @@ impl Cluster {
         if self.state.read(|s| s.is_initialized()) {
             return Ok(());
         }
+        if let Some(cmd) = self.seed.restore.clone() {
+            // The backup's cache key, wrapped by the keystore's wrapping key, comes with it:
+            // the node unseals as after a restart.
+            let r = self
+                .raft
+                .client_write(cmd)
+                .await
+                .map_err(|_| ClusterError::NoLeader)?;
+            if r.data == Outcome::Applied {
+                tracing::info!("cluster state restored from a backup");
+            }
+            return Ok(());
+        }
         let cck = Cck::generate();
         let wrapping = self
             .wrapping_key(true)

@@ -14,5 +14,6 @@
 pub mod store;
 pub mod types;
 
-pub use store::{LogStore, SledStore, SnapshotBuilder, StateHandle, StateMachineStore};
+pub use store::datadir::{DataDirError, DATA_FORMAT_VERSION, FORMAT_FILE};
+pub use store::{LogStore, SeedError, SledStore, SnapshotBuilder, StateHandle, StateMachineStore};
 pub use types::TypeConfig;

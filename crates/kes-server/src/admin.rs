@@ -165,6 +165,40 @@ pub fn metrics(app: &App) -> String {
     out
 }
 
+/// `/v1/cluster/backup`: the applied state at or after the leader's read index, so every write
+/// acknowledged before the request is in it, as a backup file. Any member answers: the leader
+/// vouches for the index, and a member's applied state at that index is the leader's.
+async fn backup(app: &App) -> Result<Response, ApiError> {
+    let c = &app.cluster;
+    let index = c.read_index().await?;
+    c.wait_applied(index).await?;
+    let state = c.state.read(|s| s.is_initialized().then(|| s.clone()));
+    let Some(state) = state else {
+        return Err(ApiError::Sealed);
+    };
+    let backup = kes_state::Backup {
+        taken_at_ms: c.clock().wall_ms(),
+        node_id: c.id,
+        read_index: index,
+        state,
+    };
+    // Encoding a large state and its checksum is CPU work: off the runtime's workers.
+    let bytes = tokio::task::spawn_blocking(move || backup.encode())
+        .await
+        .map_err(|_| ApiError::Internal("backup task failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot encode a backup");
+            ApiError::Internal("cannot encode the backup")
+        })?;
+    tracing::info!(read_index = index, bytes = bytes.len(), "backup taken");
+    let mut resp = Response::new(Body::from(bytes));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(resp)
+}
+
 pub async fn handle(app: &App, route: RouteId, resource: &str) -> Result<Response, ApiError> {
     let c = &app.cluster;
     match route {
@@ -181,6 +215,7 @@ pub async fn handle(app: &App, route: RouteId, resource: &str) -> Result<Respons
             c.elect(node_id(resource)?).await?;
             Ok(empty())
         }
+        RouteId::ClusterBackup => backup(app).await,
         RouteId::ClusterSnapshot => {
             c.snapshot().await?;
             Ok(empty())

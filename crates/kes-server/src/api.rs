@@ -281,7 +281,7 @@ pub async fn handle(
                 deny: rules(&p.policy.deny),
             }))
         }
-        ClusterStatus | ClusterLeader | ClusterSnapshot | ClusterMetrics => {
+        ClusterStatus | ClusterLeader | ClusterSnapshot | ClusterMetrics | ClusterBackup => {
             crate::admin::handle(app, route, resource).await
         }
         // Writes run on the leader (`crate::writes`), never through here.

@@ -71,6 +71,8 @@ pub enum ServerError {
     /// A task the node needs ended while it ran (see `kes_cluster::tasks`).
     #[error("{0}")]
     TaskEnded(String),
+    #[error(transparent)]
+    DataDir(#[from] kes_raft::DataDirError),
     #[error("failed to bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -382,6 +384,7 @@ pub fn seed_from_config(cfg: &Config) -> kes_cluster::Seed {
         admin: cfg.admin_identity.clone(),
         policies,
         assignments,
+        restore: None,
     }
 }
 
@@ -494,6 +497,7 @@ impl Server {
         };
         let cluster = Cluster::open(opts, store).await.map_err(|e| match e {
             kes_cluster::open::OpenError::Tls(e) => ServerError::Tls(e),
+            kes_cluster::open::OpenError::Format(e) => ServerError::DataDir(e),
             e => ServerError::Cluster(e.to_string()),
         })?;
         let app = App {

@@ -58,6 +58,7 @@ pub enum RouteId {
     ClusterLeader,
     ClusterSnapshot,
     ClusterMetrics,
+    ClusterBackup,
 }
 
 /// How a route authenticates its caller.
@@ -110,8 +111,11 @@ impl Route {
     /// Key routes produce audit events, as in KES, and so do the admin routes that change
     /// policies, identities or the cluster: who asked, what (the path names the policy,
     /// identity or node), and the answer, refusals included.
+    /// A backup copies the whole state out (sealed), so it is audited too.
     pub fn is_audited(&self) -> bool {
-        self.path.starts_with("/v1/key/") || self.is_admin_change()
+        self.path.starts_with("/v1/key/")
+            || self.is_admin_change()
+            || self.id == RouteId::ClusterBackup
     }
 
     /// Admin routes that change the replicated state or the membership.
@@ -317,6 +321,14 @@ fn default_routes() -> Vec<Route> {
             15,
             Auth::Verify,
         ),
+        r(
+            ClusterBackup,
+            "GET",
+            "/v1/cluster/backup",
+            0,
+            60,
+            Auth::Verify,
+        ),
     ]
 }
 
@@ -452,13 +464,17 @@ mod tests {
                 "/v1/cluster/remove/",
                 "/v1/cluster/leader/",
                 "/v1/cluster/snapshot",
+                "/v1/cluster/backup",
             ]
         );
         for r in routes.all() {
             if r.path.starts_with("/v1/key/") {
                 assert!(r.is_audited(), "{}", r.path);
             }
-            if r.method == "GET" && !r.path.starts_with("/v1/key/") {
+            if r.method == "GET"
+                && !r.path.starts_with("/v1/key/")
+                && r.path != "/v1/cluster/backup"
+            {
                 assert!(!r.is_audited(), "{}", r.path);
             }
         }

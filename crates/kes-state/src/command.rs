@@ -124,6 +124,18 @@ pub enum Command {
     RetireNode {
         id: u64,
     },
+    /// The first command of a cluster rebuilt from a backup, in place of [`Command::Init`]:
+    /// the backed-up state (the wrapped cluster cache key, sealed entries, tombstones, policies
+    /// and assignments) becomes the state, with `admin` as the admin, and every name's
+    /// generation and the prune point move to this command's index, since the old cluster's
+    /// log indexes mean nothing in the new log. Retired ids are dropped: they named members of
+    /// the old group. Like `Init`, it changes nothing on an initialised state.
+    Restore {
+        /// The backed-up state in the snapshot codec.
+        #[serde(with = "serde_bytes")]
+        snapshot: Vec<u8>,
+        admin: String,
+    },
     /// Changes nothing but the applied index. The Raft layer applies it for its own entries
     /// (blank and membership entries) so that the state's applied index follows the log.
     Noop,
@@ -219,6 +231,11 @@ impl fmt::Debug for Command {
                 .field("wrapped_cck", &Redacted(wrapped_cck))
                 .finish(),
             Command::RetireNode { id } => f.debug_struct("RetireNode").field("id", id).finish(),
+            Command::Restore { snapshot, admin } => f
+                .debug_struct("Restore")
+                .field("snapshot", &Redacted(snapshot))
+                .field("admin", admin)
+                .finish(),
             Command::Noop => f.write_str("Noop"),
         }
     }
@@ -247,6 +264,8 @@ pub enum Outcome {
     IdentityNotFound,
     /// The admin identity cannot be assigned a policy: it bypasses policies.
     IdentityIsAdmin,
+    /// A [`Command::Restore`] whose snapshot does not decode into an initialised state.
+    InvalidRestore,
 }
 
 impl Outcome {

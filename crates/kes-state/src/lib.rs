@@ -7,6 +7,7 @@
 //! that applies the same log reaches byte-identical state; the Raft storage adapter owns
 //! persistence and the server owns crypto.
 
+mod backup;
 mod command;
 mod snapshot;
 mod state;
@@ -14,6 +15,7 @@ mod state;
 #[cfg(test)]
 mod model_tests;
 
+pub use backup::{Backup, BackupError, BACKUP_MAGIC, BACKUP_VERSION};
 pub use command::{Command, Outcome, PolicyDef};
 pub use snapshot::{SnapshotError, SNAPSHOT_MAGIC};
 pub use state::{KeyEntry, NameState, PolicyRecord, State};

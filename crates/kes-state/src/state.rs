@@ -125,6 +125,7 @@ impl State {
                 assignments,
                 at_ms,
             } => self.init(wrapped_cck, admin, policies, assignments, *at_ms),
+            Command::Restore { snapshot, admin } => self.restore(index, snapshot, admin),
             _ if !self.initialized => Outcome::NotInitialized,
             Command::PutKey {
                 name,
@@ -227,6 +228,16 @@ impl State {
         }
     }
 
+    /// Drops every cached entry, keeping tombstones, generations, policies and assignments: a
+    /// state that restores into a smaller log entry, whose keys are read from the KMS again as
+    /// they are used. The invariants hold: an entry-less name keeps its generation or goes.
+    pub fn drop_cache_entries(&mut self) {
+        self.names.retain(|_, ns| {
+            ns.entry = None;
+            ns.tombstone || ns.generation != 0
+        });
+    }
+
     /// Whether node `id` was removed from the group.
     pub fn is_retired(&self, id: u64) -> bool {
         self.retired.contains(&id)
@@ -265,6 +276,40 @@ impl State {
             })
             .map(|(identity, policy)| (identity.clone(), policy.clone()))
             .collect();
+        Outcome::Applied
+    }
+
+    /// Becomes the backed-up state of `snapshot` (see [`Command::Restore`]).
+    fn restore(&mut self, index: u64, snapshot: &[u8], admin: &str) -> Outcome {
+        if self.initialized {
+            return Outcome::AlreadyInitialized;
+        }
+        let Ok(backup) = State::decode_snapshot(snapshot) else {
+            return Outcome::InvalidRestore;
+        };
+        if !backup.initialized {
+            return Outcome::InvalidRestore;
+        }
+        let mut names = backup.names;
+        for ns in names.values_mut() {
+            if ns.generation != 0 {
+                ns.generation = index;
+            }
+        }
+        let mut assignments = backup.assignments;
+        assignments.remove(admin);
+        *self = State {
+            initialized: true,
+            wrapped_cck: backup.wrapped_cck,
+            admin: admin.to_owned(),
+            init_at_ms: backup.init_at_ms,
+            names,
+            policies: backup.policies,
+            assignments,
+            last_applied: index,
+            retired: Default::default(),
+            pruned_below: index,
+        };
         Outcome::Applied
     }
 

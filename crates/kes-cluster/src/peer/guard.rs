@@ -113,6 +113,7 @@ fn command_kind(cmd: &Command) -> &'static str {
         Command::Unassign { .. } => "Unassign",
         Command::SetWrappedCck { .. } => "SetWrappedCck",
         Command::RetireNode { .. } => "RetireNode",
+        Command::Restore { .. } => "Restore",
         Command::Noop => "Noop",
     }
 }

@@ -27,12 +27,35 @@ const MAX_READ_BYTES: usize = 16 << 20;
 /// committed index and learns the rest from the leader.
 #[derive(Clone, Debug)]
 pub struct LogStore {
-    store: SledStore,
+    pub(super) store: SledStore,
 }
 
 impl LogStore {
     pub(super) fn new(store: SledStore) -> Self {
         Self { store }
+    }
+
+    /// The state a restore seeded this directory with (see [`SledStore::seed_restore`]), in
+    /// `kes_state`'s snapshot codec, until [`LogStore::clear_restore_seed`].
+    pub fn restore_seed(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        self.store
+            .meta
+            .get(super::KEY_RESTORE)
+            .map(|v| v.map(|b| b.to_vec()))
+            .map_err(|e| {
+                StorageIOError::new(ErrorSubject::Store, ErrorVerb::Read, AnyError::new(&e)).into()
+            })
+    }
+
+    /// Forgets the restore seed, once the cluster is initialised and it can no longer be used.
+    pub fn clear_restore_seed(&self) -> Result<(), StorageError> {
+        self.store
+            .meta
+            .remove(super::KEY_RESTORE)
+            .map(drop)
+            .map_err(|e| {
+                StorageIOError::new(ErrorSubject::Store, ErrorVerb::Write, AnyError::new(&e)).into()
+            })
     }
 
     fn read_range(
@@ -319,6 +342,39 @@ mod tests {
         }
         let err = SledStore::open(dir.path()).unwrap_err();
         assert!(err.to_string().contains("layout version 2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_restore_seed_is_kept_until_cleared_and_needs_an_empty_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        SledStore::seed_restore(&dir, b"state").unwrap();
+        // sled releases the directory's lock from its flush threads after the drop.
+        let (log, _sm) = reopen(&dir).await;
+        assert_eq!(log.restore_seed().unwrap().as_deref(), Some(&b"state"[..]));
+        log.clear_restore_seed().unwrap();
+        assert_eq!(log.restore_seed().unwrap(), None);
+        drop((log, _sm));
+        let e = SledStore::seed_restore(&dir, b"state").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                super::super::SeedError::DataDir(
+                    super::super::datadir::DataDirError::NotEmpty { .. }
+                )
+            ),
+            "{e}"
+        );
+    }
+
+    async fn reopen(dir: &std::path::Path) -> (LogStore, crate::StateMachineStore) {
+        for _ in 0..100 {
+            if let Ok(s) = SledStore::open(dir) {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        SledStore::open(dir).unwrap()
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //! Layout, one sled database with three trees:
 //! - `raft_log`: entry index as big-endian `u64` -> entry, so that key order is index order and
 //!   ranges of indexes are ranges of keys;
-//! - `raft_meta`: the vote, the committed log id, the last purged log id, and the layout version;
+//! - `raft_meta`: the vote, the committed log id, the last purged log id, the layout version,
+//!   and the state a restore seeded the directory with, until the cluster is initialised;
 //! - `sm_snapshot`: the latest state-machine snapshot, its metadata and its bytes.
 //!
 //! Values are MessagePack with named fields, so that a later version can add a defaulted field.
@@ -19,6 +20,7 @@
 //! vote, a truncation, a purge, and a snapshot that is built or installed. The committed log id
 //! is written without its own flush (see [`LogStore`]).
 
+pub mod datadir;
 mod log;
 mod state_machine;
 
@@ -42,6 +44,7 @@ const KEY_LAYOUT: &[u8] = b"layout";
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_RESTORE: &[u8] = b"restore";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
@@ -81,9 +84,26 @@ impl SledStore {
     ///
     /// sled locks the directory, so a second open of the same `dir` fails while the first
     /// database is alive, in this process or another.
+    /// The directory's format marker is checked first (see [`datadir`]).
     pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
+        datadir::prepare_data_dir(dir).map_err(|e| open_error(&e))?;
         Self::open_config(sled::Config::new().path(dir))
+    }
+
+    /// Creates a database in `dir`, which must be empty or missing, holding `snapshot` (a state
+    /// in `kes_state`'s snapshot codec, from a backup) as the state to initialise the cluster
+    /// with: the node that initialises it proposes that state instead of its configuration's.
+    /// On disk when this returns.
+    pub fn seed_restore(dir: &Path, snapshot: &[u8]) -> Result<(), SeedError> {
+        datadir::ensure_empty(dir)?;
+        datadir::prepare_data_dir(dir)?;
+        let (log, _sm) = Self::open(dir)?;
+        log.store
+            .meta
+            .insert(KEY_RESTORE, snapshot)
+            .map_err(|e| open_error(&e))?;
+        log.store.db.flush().map_err(|e| open_error(&e))?;
+        Ok(())
     }
 
     /// Opens a database that lives only as long as the returned stores (sled keeps it in a
@@ -135,6 +155,15 @@ impl SledStore {
             .map(drop)
             .map_err(|e| StorageIOError::new(subject, ErrorVerb::Write, AnyError::new(&e)).into())
     }
+}
+
+/// Why [`SledStore::seed_restore`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error("cannot write the data directory: {0}")]
+    Storage(#[from] StorageError),
 }
 
 fn open_error(e: &(dyn std::error::Error + 'static)) -> StorageError {
