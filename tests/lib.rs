@@ -593,7 +593,7 @@ impl ProcCluster {
     /// The current leader's index (0-based), as node `via` sees it.
     pub async fn leader(&self, via: usize) -> Option<usize> {
         let st = self.client(via).cluster_status().await.ok()?;
-        st["leader"].as_u64().map(|id| id as usize - 1)
+        st.leader.map(|id| id as usize - 1)
     }
 
     /// Waits until some live node reports a leader that is alive.

@@ -368,7 +368,7 @@ async fn restarted_node_gets_the_cache_key_from_a_peer_while_the_keystore_is_gon
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let st = c.client(i).cluster_status().await.unwrap();
-            if st["keys"].as_u64() == Some(1) {
+            if st.keys == 1 {
                 break;
             }
             assert!(
@@ -532,16 +532,11 @@ async fn membership_change_under_load_and_snapshot_catch_up() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let st = c.client(3).cluster_status().await.unwrap();
-        let ids: Vec<u64> = st["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_u64().unwrap())
-            .collect();
+        let ids: Vec<u64> = st.members.iter().map(|m| m.id).collect();
         if !ids.contains(&(victim as u64 + 1)) {
             break;
         }
-        assert!(Instant::now() < deadline, "{st}");
+        assert!(Instant::now() < deadline, "{st:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let n = load.await.unwrap();

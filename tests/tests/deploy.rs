@@ -551,15 +551,11 @@ async fn rolling_restart_under_load_fails_no_request() {
         loop {
             let l = c.wait_leader(10).await;
             let st = c.client(l).cluster_status().await.unwrap();
-            let lagging = st["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["lag"].as_u64().unwrap_or(0) > 0);
+            let lagging = st.members.iter().any(|m| m.lag.unwrap_or(0) > 0);
             if !lagging {
                 break;
             }
-            assert!(Instant::now() < deadline, "members still lag: {st}");
+            assert!(Instant::now() < deadline, "members still lag: {st:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let unbenched = stopped_at + kes_client::balancer::BENCH_TIME + Duration::from_secs(1);
@@ -615,16 +611,11 @@ async fn replacing_a_dead_node_restores_fault_tolerance() {
         .unwrap();
     c.wait_ready(3, 60).await;
     let st = c.client(3).cluster_status().await.unwrap();
-    let mut ids: Vec<u64> = st["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
+    let mut ids: Vec<u64> = st.members.iter().map(|m| m.id).collect();
     ids.sort_unstable();
     let mut want = vec![leader as u64 + 1, other as u64 + 1, 4];
     want.sort_unstable();
-    assert_eq!(ids, want, "{st}");
+    assert_eq!(ids, want, "{st:?}");
     // Another failure: the leader and the new node are a majority of {leader, other, 4}.
     c.kill(other);
     let survivors = c.client_for(&[leader, 3]);

@@ -170,11 +170,7 @@ async fn a_backup_restores_a_lost_cluster_on_new_nodes() {
     );
     // The sealed cache came back, and opens with the cache key unwrapped by the keystore.
     let st = admin.cluster_status().await.unwrap();
-    assert_eq!(
-        (st["keys"].as_u64(), st["tombstones"].as_u64()),
-        (Some(2), Some(1)),
-        "{st}"
-    );
+    assert_eq!((st.keys, st.tombstones), (2, 1), "{st:?}");
     for i in 0..3 {
         let app_client = client_as(&new, &[i], &app);
         assert_eq!(
@@ -378,15 +374,14 @@ async fn growing_from_three_to_five_nodes_survives_two_failures() {
     }
     assert!(load.await.unwrap() > 5);
     let st = c.client(4).cluster_status().await.unwrap();
-    let mut voters: Vec<u64> = st["members"]
-        .as_array()
-        .unwrap()
+    let mut voters: Vec<u64> = st
+        .members
         .iter()
-        .filter(|m| m["voter"] == true)
-        .map(|m| m["id"].as_u64().unwrap())
+        .filter(|m| m.voter)
+        .map(|m| m.id)
         .collect();
     voters.sort_unstable();
-    assert_eq!(voters, vec![1, 2, 3, 4, 5], "{st}");
+    assert_eq!(voters, vec![1, 2, 3, 4, 5], "{st:?}");
     let out = ok(c.cli(&[3], &["cluster", "status"]));
     assert!(out.contains("voter"), "{out}");
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 async fn tombstones(c: &ProcCluster, i: usize) -> u64 {
     let st = c.client(i).cluster_status().await.unwrap();
-    st["tombstones"].as_u64().unwrap()
+    st.tombstones as u64
 }
 
 /// Takes about three minutes (a round every 30 s, a two-minute margin), so it only runs when

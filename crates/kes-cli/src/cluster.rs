@@ -112,40 +112,30 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
             if c.out.json {
                 return print_json(&st);
             }
-            let opt = |v: &serde_json::Value| {
-                if v.is_null() {
-                    "-".to_owned()
-                } else {
-                    v.to_string()
-                }
-            };
-            outln!("{:<12} {}", "Node", st["node_id"])?;
-            outln!("{:<12} {}", "Leader", opt(&st["leader"]))?;
-            outln!("{:<12} {}", "Term", st["term"])?;
-            outln!("{:<12} {}", "Last log", opt(&st["last_log_index"]))?;
-            outln!("{:<12} {}", "Applied", st["applied_index"])?;
-            outln!("{:<12} {}", "Sealed", st["sealed"])?;
-            outln!("{:<12} {}", "Serving", st["serving"])?;
+            let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+            outln!("{:<12} {}", "Node", st.node_id)?;
+            outln!("{:<12} {}", "Leader", opt(st.leader))?;
+            outln!("{:<12} {}", "Term", st.term)?;
+            outln!("{:<12} {}", "Last log", opt(st.last_log_index))?;
+            outln!("{:<12} {}", "Applied", st.applied_index)?;
+            outln!("{:<12} {}", "Sealed", st.sealed)?;
+            outln!("{:<12} {}", "Serving", st.serving)?;
             outln!(
                 "{:<12} {} cached, {} tombstones",
                 "Keys",
-                st["keys"],
-                st["tombstones"]
+                st.keys,
+                st.tombstones
             )?;
             outln!("Members")?;
-            for m in st["members"].as_array().into_iter().flatten() {
-                let role = if m["voter"] == true {
-                    "voter"
-                } else {
-                    "learner"
-                };
+            for m in &st.members {
+                let role = if m.voter { "voter" } else { "learner" };
                 outln!(
                     "  {:<4} {:<24} {:<8} matched {:<8} lag {}",
-                    m["id"],
-                    m["address"].as_str().unwrap_or(""),
+                    m.id,
+                    m.address,
                     role,
-                    opt(&m["matched"]),
-                    opt(&m["lag"])
+                    opt(m.matched),
+                    opt(m.lag)
                 )?;
             }
             Ok(())

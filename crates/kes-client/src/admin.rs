@@ -54,8 +54,8 @@ impl Client {
         .map(drop)
     }
 
-    /// `GET /v1/cluster/status` (admin) as JSON.
-    pub async fn cluster_status(&self) -> Result<serde_json::Value, ClientError> {
+    /// `GET /v1/cluster/status` (admin).
+    pub async fn cluster_status(&self) -> Result<kes_types::wire::ClusterStatus, ClientError> {
         let b = self
             .admin(Method::GET, "/v1/cluster/status".into(), None)
             .await?;

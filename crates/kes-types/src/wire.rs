@@ -319,3 +319,37 @@ mod tests {
         assert!(l.names.is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Admin extensions beyond KES.
+
+/// One member in `/v1/cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub address: String,
+    pub voter: bool,
+    /// Highest log index known replicated to it (leader's view), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
+    /// How far it is behind the leader's last log index, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+}
+
+/// `/v1/cluster/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub node_id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: u64,
+    pub sealed: bool,
+    pub serving: bool,
+    pub cut_off: bool,
+    pub keys: usize,
+    pub tombstones: usize,
+    pub members: Vec<MemberStatus>,
+}
