@@ -10,8 +10,9 @@ use crate::seal::{self, Unseal};
 use crate::{kms, Cluster, CONTACT_TIMEOUT, UNSEAL_RETRY, WRAPPING_KEY};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
