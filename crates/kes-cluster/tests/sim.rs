@@ -18,8 +18,9 @@
 //!   still served with the same material by every node unless it may have been deleted, and an
 //!   acknowledged delete that no create may follow leaves every node answering "not found".
 //!
-//! `KES_SIM_SEEDS=<n>` runs seeds 0..n (default 24), `KES_SIM_SEED=<n>` runs one seed and
-//! prints its history. A failing seed prints the command that replays it.
+//! `KES_SIM_SEEDS=<n>` runs seeds 0..n (default 300), `KES_SIM_SEED=<n>` runs one seed and
+//! prints its history, `KES_SIM_THREADS=<n>` sets the threads the seeds are spread over. A
+//! failing seed prints the command that replays it, and its history.
 //!
 //! This complements the process-level fault harness in `jepsen/` (real processes, TLS, a
 //! real KMS, real time): here the faults are finer and many more runs fit in a minute.
@@ -89,8 +90,8 @@ struct Net {
     up: Mutex<BTreeMap<NodeId, (u64, Arc<Cluster>)>>,
     /// Directed links that drop everything.
     cut: Mutex<BTreeSet<(NodeId, NodeId)>>,
-    /// Chance that one message is lost.
-    loss: f64,
+    /// Chance that one message is lost (none once the faults are healed).
+    loss: Mutex<f64>,
     max_delay_ms: u64,
     t0: Instant,
 }
@@ -100,7 +101,7 @@ impl Net {
         self.t0.elapsed().as_millis() as u64
     }
     fn lost(&self, from: NodeId, to: NodeId) -> bool {
-        self.cut.lock().contains(&(from, to)) || self.rng.lock().gen_bool(self.loss)
+        self.cut.lock().contains(&(from, to)) || self.rng.lock().gen_bool(*self.loss.lock())
     }
     fn delay(&self) -> Duration {
         Duration::from_millis(self.rng.lock().gen_range(0..=self.max_delay_ms))
@@ -421,6 +422,7 @@ async fn nemesis(sim: Arc<Sim>, mut rng: StdRng, until: Instant) {
         }
     }
     sim.net.cut.lock().clear();
+    *sim.net.loss.lock() = 0.0;
     for id in down {
         sim.fault(format!("restart node {id}"));
         sim.start_node(id).await;
@@ -607,7 +609,7 @@ async fn simulate(seed: u64) -> Run {
         rng: Mutex::new(StdRng::seed_from_u64(rng.gen())),
         up: Mutex::new(BTreeMap::new()),
         cut: Mutex::new(BTreeSet::new()),
-        loss,
+        loss: Mutex::new(loss),
         max_delay_ms,
         t0: Instant::now(),
     });
@@ -677,12 +679,12 @@ async fn simulate(seed: u64) -> Run {
         for node in 1..=n {
             seq += 1;
             let inv = sim.net.now();
-            let outcome = match sim.cluster(node) {
-                Some(c) => read_via(&c, name, &Kind::Get).await,
-                None => Outcome::Unknown("node down".into()),
+            let (outcome, raft) = match sim.cluster(node) {
+                Some(c) => (read_via(&c, name, &Kind::Get).await, raft_view(&c)),
+                None => (Outcome::Unknown("node down".into()), String::new()),
             };
             let outcome = match outcome {
-                Outcome::Unknown(why) => Outcome::Pending(why),
+                Outcome::Unknown(why) => Outcome::Pending(format!("{why}; {raft}")),
                 o => o,
             };
             sim.history.lock().push(Op {
@@ -696,12 +698,18 @@ async fn simulate(seed: u64) -> Run {
             });
         }
     }
+    let mut views = String::new();
+    for id in 1..=n {
+        if let Some(c) = sim.cluster(id) {
+            let _ = write!(views, "\n  node {id}: {:?}, {}", c.serving(), raft_view(&c));
+        }
+    }
     for id in 1..=n {
         sim.crash(id).await;
     }
     let history = std::mem::take(&mut *sim.history.lock());
     let summary = format!(
-        "{n} nodes, loss {loss}, delay up to {max_delay_ms} ms, {} operations",
+        "{n} nodes, loss {loss}, delay up to {max_delay_ms} ms, {} operations; at the end:{views}",
         history.len()
     );
     let faults = std::mem::take(&mut *sim.faults.lock());
@@ -714,6 +722,18 @@ async fn simulate(seed: u64) -> Run {
         disturbed,
         summary,
     }
+}
+
+/// What a node's Raft says of itself, for a report.
+fn raft_view(c: &Cluster) -> String {
+    let m = c.raft_metrics();
+    format!(
+        "raft: {:?} in term {}, leader {:?}, applied {:?}",
+        m.state,
+        m.current_term,
+        m.current_leader,
+        m.last_applied.map(|l| l.index)
+    )
 }
 
 // ------------------------------------------------------------------------------------------
@@ -879,36 +899,81 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Runs `seeds` on `threads` threads (each seed on a runtime of its own, so the split does
+/// not change a seed's run); returns the failure of the lowest failing seed, and a digest of
+/// every run's rendering, which two runs of the same seeds share.
+fn run_seeds(seeds: std::ops::Range<u64>, threads: usize, verbose: bool) -> (Option<String>, u64) {
+    use std::hash::{Hash, Hasher};
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let results: Mutex<BTreeMap<u64, (u64, Option<String>)>> = Mutex::new(BTreeMap::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= seeds.end {
+                    return;
+                }
+                let run = run(seed);
+                let rendered = render(&run);
+                if verbose {
+                    println!("seed {seed}: {rendered}");
+                }
+                let bad = check(&run);
+                let failure = (!bad.is_empty()).then(|| {
+                    format!(
+                        "seed {seed} broke an invariant:\n  {}\n\nreplay it with:\n  KES_SIM_SEED={seed} cargo test --workspace --test sim -- --nocapture\n\n{rendered}",
+                        bad.join("\n  "),
+                    )
+                });
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                rendered.hash(&mut h);
+                results.lock().insert(seed, (h.finish(), failure));
+            });
+        }
+    });
+    let results = results.into_inner();
+    let mut digest = std::collections::hash_map::DefaultHasher::new();
+    let mut failure = None;
+    for (seed, (h, f)) in results {
+        (seed, h).hash(&mut digest);
+        if failure.is_none() {
+            failure = f;
+        }
+    }
+    (failure, digest.finish())
+}
+
+/// `KES_SIM_SEEDS` seeds from 0 (default 300), or the one seed `KES_SIM_SEED` with its
+/// history printed; on `KES_SIM_THREADS` threads (default: the machine's parallelism).
 #[test]
 fn sim() {
     let (seeds, verbose) = match env_u64("KES_SIM_SEED") {
         Some(s) => (s..s + 1, true),
-        None => (0..env_u64("KES_SIM_SEEDS").unwrap_or(24), false),
+        None => (0..env_u64("KES_SIM_SEEDS").unwrap_or(300), false),
     };
+    let threads = env_u64("KES_SIM_THREADS").map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
     let started = std::time::Instant::now();
     let count = seeds.end - seeds.start;
-    for seed in seeds {
-        let run = run(seed);
-        if verbose {
-            println!("seed {seed}: {}", render(&run));
-        }
-        let bad = check(&run);
-        if !bad.is_empty() {
-            panic!(
-                "seed {seed} broke an invariant:\n  {}\n\nreplay it with:\n  KES_SIM_SEED={seed} cargo test --workspace --test sim -- --nocapture\n\n{}",
-                bad.join("\n  "),
-                render(&run)
-            );
-        }
+    let (failure, digest) = run_seeds(seeds, threads, verbose);
+    if let Some(f) = failure {
+        panic!("{f}");
     }
-    println!("{count} seeds in {:.1} s", started.elapsed().as_secs_f64());
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{count} seeds in {secs:.1} s on {threads} threads ({:.0} seeds/minute); digest of the runs {digest:016x}",
+        count as f64 * 60.0 / secs
+    );
 }
 
-/// A seed replays its run: the same operations, outcomes, faults and times.
+/// A seed replays its run: the same operations, outcomes, faults and times, whichever thread
+/// runs it.
 #[test]
 fn a_seed_replays_its_run() {
-    let seed = env_u64("KES_SIM_SEED").unwrap_or(7);
-    let a = run(seed);
-    let b = run(seed);
-    assert_eq!(render(&a), render(&b), "seed {seed} did not replay its run");
+    let seeds = env_u64("KES_SIM_SEED").map_or(0..6, |s| s..s + 1);
+    let (_, a) = run_seeds(seeds.clone(), 1, false);
+    let (_, b) = run_seeds(seeds.clone(), 2, false);
+    assert_eq!(a, b, "seeds {seeds:?} did not replay their runs");
 }
