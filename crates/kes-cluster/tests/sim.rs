@@ -24,6 +24,7 @@
 //!
 //! This complements the process-level fault harness in `jepsen/` (real processes, TLS, a
 //! real KMS, real time): here the faults are finer and many more runs fit in a minute.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use async_trait::async_trait;
 use kes_cluster::peer::client::PeerError;
