@@ -222,10 +222,7 @@ mod tests {
         tasks.needed("returns", async { Ok(()) });
         assert_eq!(tasks.failure().await, "the task 'returns' ended");
         tasks.needed("fails", async { Err("no keystore".to_owned()) });
-        assert_eq!(
-            tasks.failure().await,
-            "the task 'fails' failed: no keystore"
-        );
+        assert_eq!(tasks.failure().await, "no keystore (task 'fails')");
         tasks.needed("panics", async { panic!("boom") });
         assert_eq!(tasks.failure().await, "the task 'panics' panicked");
         tasks.shutdown(Duration::from_secs(5)).await;
