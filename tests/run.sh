@@ -27,6 +27,8 @@ step "external keystores for the backend tests (OpenBao, moto, drongo)"
 tests/services.sh install
 export KES_REQUIRE_SERVICES=1
 
+# Includes the deterministic simulation (crates/kes-cluster/tests/sim.rs): 300 seeds, about
+# 20 s on two cores; KES_SIM_SEEDS=<n> runs more.
 step "tests"
 cargo test --workspace --locked -- --test-threads="${TEST_THREADS:-4}"
 

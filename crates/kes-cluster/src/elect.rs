@@ -21,7 +21,8 @@ use kes_raft::types::{LogId, NodeId};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How long a voter must not have heard a leader before it agrees to a pre-vote; openraft's
 /// leader lease (`election_timeout_max`), inside which it would refuse the real vote anyway.
@@ -42,13 +43,17 @@ pub struct PreVote {
     pub last_log: Option<LogId>,
 }
 
-/// A random election timeout past the lease, as openraft would draw it.
-fn draw_timeout() -> Duration {
-    let ms = rand::thread_rng().gen_range(crate::ELECTION_TIMEOUT_MIN..crate::ELECTION_TIMEOUT_MAX);
-    LEASE + Duration::from_millis(ms)
-}
-
 impl Cluster {
+    /// A random election timeout past the lease, as openraft would draw it, from the node's
+    /// random source (seeded in the simulation, see [`Cluster::seed_rng`]).
+    fn draw_timeout(&self) -> Duration {
+        let ms = self
+            .rng
+            .lock()
+            .gen_range(crate::ELECTION_TIMEOUT_MIN..crate::ELECTION_TIMEOUT_MAX);
+        LEASE + Duration::from_millis(ms)
+    }
+
     /// This node's answer to `candidate`'s pre-vote.
     pub fn grant_prevote(&self, candidate: NodeId, req: &PreVote) -> bool {
         if self.is_leader() {
@@ -124,7 +129,7 @@ impl Cluster {
         self: Arc<Self>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<(), String> {
-        let mut timeout = draw_timeout();
+        let mut timeout = self.draw_timeout();
         let mut last_attempt: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -157,7 +162,7 @@ impl Cluster {
                 continue;
             }
             last_attempt = Some(Instant::now());
-            timeout = draw_timeout();
+            timeout = self.draw_timeout();
             if !self.prevote(&voters).await {
                 continue;
             }

@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the KMS is probed while it answers.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(10);

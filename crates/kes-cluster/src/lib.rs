@@ -57,7 +57,7 @@ use kes_raft::types::{NodeId, Raft};
 pub use kms::KmsHealth;
 use openraft::BasicNode;
 use parking_lot::{Mutex, RwLock};
-use peer::client::Peers;
+use peer::transport::PeerTransport;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -114,7 +114,7 @@ pub struct Cluster {
     pub id: NodeId,
     pub(crate) raft: Raft,
     pub state: Arc<kes_raft::StateHandle>,
-    pub(crate) peers: Option<Arc<Peers>>,
+    pub(crate) peers: Option<Arc<dyn PeerTransport>>,
     /// The Raft log, read by the pre-vote (see `elect`).
     log: kes_raft::LogStore,
     /// The KMS, metered: every call updates [`Cluster::kms`].
@@ -144,6 +144,9 @@ pub struct Cluster {
     /// Background work started by requests (fills, re-confirmations, reconciliations): it
     /// runs to its end unless the node stops.
     background: tokio_util::task::TaskTracker,
+    /// The node's own random draws (election timeouts): from the OS, or from a seed in the
+    /// simulation, so that a seed replays the same run.
+    rng: Mutex<rand::rngs::StdRng>,
     /// Failpoint: the next tombstone commit of a delete fails as if leadership was lost.
     #[cfg(test)]
     fail_tombstone: std::sync::atomic::AtomicBool,
@@ -159,6 +162,13 @@ impl Cluster {
     pub(crate) fn since_contact(&self) -> Duration {
         let last = self.last_contact.load(Ordering::Relaxed);
         Duration::from_millis(self.clock.mono_ms().saturating_sub(last))
+    }
+
+    /// Makes the node's random draws follow `seed` (the deterministic simulation); call it
+    /// before [`Cluster::start`].
+    pub fn seed_rng(&self, seed: u64) {
+        use rand::SeedableRng;
+        *self.rng.lock() = rand::rngs::StdRng::seed_from_u64(seed);
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -2,6 +2,7 @@
 
 use crate::peer::client::{Network, Peers};
 use crate::peer::tls;
+use crate::peer::transport::PeerTransport;
 use crate::{
     Clock, Cluster, ClusterError, KmsHealth, Seed, ELECTION_TIMEOUT_MAX, ELECTION_TIMEOUT_MIN,
 };
@@ -69,17 +70,9 @@ impl Cluster {
     /// member calls this with the same set; only an empty log accepts it, so the group forms
     /// whichever nodes come up first). Nothing runs until [`Cluster::start`].
     pub async fn open(opts: Options, store: Arc<dyn KeyStore>) -> Result<Arc<Self>, OpenError> {
-        let (id, members, peers) = match &opts.cluster {
-            Some(c) => (
-                c.node_id,
-                c.members.clone(),
-                Some(Peers::new(tls::client_config(&c.tls)?)),
-            ),
-            None => {
-                let mut m = BTreeMap::new();
-                m.insert(1, String::new());
-                (1, m, None)
-            }
+        let peers: Option<Arc<dyn PeerTransport>> = match &opts.cluster {
+            Some(c) => Some(Peers::new(tls::client_config(&c.tls)?)),
+            None => None,
         };
         if let Some(c) = &opts.cluster {
             // Its own error first: another format version must be named as such, not as a
@@ -90,15 +83,36 @@ impl Cluster {
             Some(c) => kes_raft::SledStore::open(&c.data_dir),
             None => kes_raft::SledStore::open_temporary(),
         };
-        let (log_store, sm_store) = opened.map_err(|e| OpenError::DataDir(e.to_string()))?;
+        let stores = opened.map_err(|e| OpenError::DataDir(e.to_string()))?;
+        Self::open_with(opts, store, peers, stores).await
+    }
+
+    /// Opens the node on the given network and Raft storage instead of those its
+    /// configuration names (`opts.cluster`'s `data_dir` and `tls` are not read): what the
+    /// deterministic simulation runs nodes on.
+    pub async fn open_with(
+        opts: Options,
+        store: Arc<dyn KeyStore>,
+        peers: Option<Arc<dyn PeerTransport>>,
+        (log_store, sm_store): (kes_raft::LogStore, kes_raft::StateMachineStore),
+    ) -> Result<Arc<Self>, OpenError> {
+        let (id, members) = match &opts.cluster {
+            Some(c) => (c.node_id, c.members.clone()),
+            None => {
+                let mut m = BTreeMap::new();
+                m.insert(1, String::new());
+                (1, m)
+            }
+        };
         let state = sm_store.handle();
         let mut seed = opts.seed;
         seed.restore = restore_seed(&log_store, &state, &seed.admin)?;
         // A single node has no peers; its network is never used.
         let network = Network {
-            peers: peers
-                .clone()
-                .unwrap_or_else(|| Peers::new(tls::no_peers_config())),
+            peers: match &peers {
+                Some(p) => Arc::clone(p),
+                None => Peers::new(tls::no_peers_config()),
+            },
         };
         let raft = Raft::new(id, raft_config()?, network, log_store.clone(), sm_store)
             .await
@@ -138,6 +152,7 @@ impl Cluster {
             seed,
             snapshot_recv: Mutex::new(None),
             background: tokio_util::task::TaskTracker::new(),
+            rng: Mutex::new(rand::SeedableRng::from_entropy()),
             #[cfg(test)]
             fail_tombstone: std::sync::atomic::AtomicBool::new(false),
         });

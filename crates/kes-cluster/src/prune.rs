@@ -35,7 +35,8 @@ use kes_raft::types::NodeId;
 use kes_state::Command;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How often the leader samples the members' applied indexes and considers a prune. Also the
 /// highest rate of prune proposals: at most one per interval.

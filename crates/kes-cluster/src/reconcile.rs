@@ -12,7 +12,8 @@ use crate::{kms, Cluster, KMS_READ_TIMEOUT, RECONCILE_FOR};
 use kes_keystore::StoreError;
 use kes_state::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 /// The first retry comes soon: the usual cause, a leadership change, settles within about an

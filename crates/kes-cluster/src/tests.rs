@@ -8,8 +8,8 @@ use kes_crypto::{KeyType, KeyVersion};
 use kes_keystore::memory::MemoryStore;
 use kes_keystore::{ListPage, StoreError, StoreStatus};
 use kes_state::{Command, Outcome, State};
-use std::time::Instant;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A memory keystore whose `get` can be held until released, to order a read against writes.

@@ -8,7 +8,8 @@ use kes_keystore::StoreError;
 use kes_raft::types::NodeId;
 use kes_state::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 /// How long the leader waits, before answering a delete, for the other members to apply the

@@ -3,7 +3,9 @@
 
 use super::server::protocol_of;
 use super::tls::node_name;
+use super::transport::PeerTransport;
 use super::{PROTOCOL_HEADER, PROTOCOL_VERSION};
+use async_trait::async_trait;
 use kes_raft::types::{NodeId, TypeConfig};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -179,11 +181,21 @@ impl Peers {
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
+        super::transport::call(self, id, addr, path, req, timeout).await
+    }
+}
+
+#[async_trait]
+impl PeerTransport for Peers {
+    async fn call_bytes(
+        &self,
+        id: NodeId,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerError> {
         let (client, base) = self.client(id, addr).await?;
-        let body = rmp_serde::to_vec_named(req).map_err(|e| PeerError::Decode {
-            id,
-            message: e.to_string(),
-        })?;
         let resp = client
             .post(format!("{base}{path}"))
             .header(PROTOCOL_HEADER, PROTOCOL_VERSION)
@@ -227,21 +239,18 @@ impl Peers {
                 message: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        rmp_serde::from_slice(&bytes).map_err(|e| PeerError::Decode {
-            id,
-            message: e.to_string(),
-        })
+        Ok(bytes.to_vec())
     }
 }
 
-/// openraft's network factory over [`Peers`].
+/// openraft's network factory over a [`PeerTransport`].
 #[derive(Clone)]
 pub struct Network {
-    pub peers: Arc<Peers>,
+    pub peers: Arc<dyn PeerTransport>,
 }
 
 pub struct Connection {
-    peers: Arc<Peers>,
+    peers: Arc<dyn PeerTransport>,
     target: NodeId,
     addr: String,
 }

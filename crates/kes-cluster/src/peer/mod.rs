@@ -4,7 +4,8 @@
 //! - `wire`: the messages, including the typed writes a member sends to the leader;
 //! - `client`: calling peers (one HTTP/2 connection per peer), and openraft's network;
 //! - `server`: the node port's routes, each checked against the membership (`guard`);
-//! - `tls`: the node certificates, bound to `kes-node-<id>` names.
+//! - `tls`: the node certificates, bound to `kes-node-<id>` names;
+//! - `transport`: the seam every call goes through (the real network, or a simulated one).
 //!
 //! Every request and every answer carries [`PROTOCOL_HEADER`]; a node refuses a peer that
 //! speaks another [`PROTOCOL_VERSION`] (and says so in its log) instead of mixing message
@@ -14,6 +15,7 @@ pub mod client;
 mod guard;
 pub mod server;
 pub mod tls;
+pub mod transport;
 pub mod wire;
 
 use async_trait::async_trait;

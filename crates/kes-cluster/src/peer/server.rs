@@ -27,34 +27,37 @@ use kes_state::Command;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::fmt::Display;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 type Response = http::Response<Full<Bytes>>;
 
+/// A route's answer: its status and msgpack body (a plain-text message when not 200).
+type Reply = (StatusCode, Bytes);
+
 /// How long a node port connection may take to finish its requests at shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn answer<T: Serialize>(value: &T) -> Response {
+fn answer<T: Serialize>(value: &T) -> Reply {
     match rmp_serde::to_vec_named(value) {
-        Ok(b) => Response::new(Full::new(Bytes::from(b))),
+        Ok(b) => (StatusCode::OK, Bytes::from(b)),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
-fn fail(status: StatusCode, message: &str) -> Response {
-    let mut r = Response::new(Full::new(Bytes::from(message.to_owned())));
+fn fail(status: StatusCode, message: &str) -> Reply {
+    (status, Bytes::from(message.to_owned()))
+}
+
+fn response((status, body): Reply) -> Response {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r
 }
 
-async fn decode<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Response> {
-    let bytes = Limited::new(req.into_body(), super::client::MAX_PEER_BODY)
-        .collect()
-        .await
-        .map_err(|_| fail(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))?
-        .to_bytes();
-    rmp_serde::from_slice(&bytes).map_err(|e| fail(StatusCode::BAD_REQUEST, &e.to_string()))
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    rmp_serde::from_slice(body).map_err(|e| fail(StatusCode::BAD_REQUEST, &e.to_string()))
 }
 
 /// Decodes `data` as each request body the node port takes, the way its routes do, and as a
@@ -167,11 +170,13 @@ fn admitted(route: &str, standing: Standing) -> bool {
     }
 }
 
-fn refuse(peer: NodeId, addr: SocketAddr, route: &str, why: &str) -> Response {
+fn refuse(peer: NodeId, addr: &(dyn Display + Sync), route: &str, why: &str) -> Reply {
     tracing::warn!(peer, addr = %addr, route, reason = why, "cluster request refused");
     fail(StatusCode::FORBIDDEN, why)
 }
 
+/// The hyper layer of the node port: the protocol version, the membership, the body under
+/// its bound, then [`route`].
 async fn handle(
     writes: &dyn WriteHandler,
     cluster: &Arc<Cluster>,
@@ -187,19 +192,71 @@ async fn handle(
             version.map_or_else(|| "(unreadable)".to_owned(), |v| format!("version {v}")),
         );
         tracing::error!(peer, addr = %addr, route = %path, "{why}");
-        return fail(StatusCode::BAD_REQUEST, &why);
+        return response(fail(StatusCode::BAD_REQUEST, &why));
     }
+    let standing = match admit(cluster, peer, &addr, &path) {
+        Ok(s) => s,
+        Err(r) => return response(r),
+    };
+    let body = match Limited::new(req.into_body(), super::client::MAX_PEER_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return response(fail(StatusCode::PAYLOAD_TOO_LARGE, "body too large")),
+    };
+    response(route(writes, cluster, peer, &addr, standing, &path, &body).await)
+}
+
+/// Serves one request from peer `peer` that arrived by other means than the node port (the
+/// simulated network): the same membership checks and routes, with the status and body of the
+/// answer.
+pub async fn serve_local(
+    writes: &dyn WriteHandler,
+    cluster: &Arc<Cluster>,
+    peer: NodeId,
+    path: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let addr = "(simulated)";
+    let (status, bytes) = match admit(cluster, peer, &addr, path) {
+        Ok(standing) => route(writes, cluster, peer, &addr, standing, path, body).await,
+        Err(r) => r,
+    };
+    (status.as_u16(), bytes.to_vec())
+}
+
+/// The standing of `peer`, if it may use `path`.
+fn admit(
+    cluster: &Cluster,
+    peer: NodeId,
+    addr: &(dyn Display + Sync),
+    path: &str,
+) -> Result<Standing, Reply> {
     let standing = standing(cluster, peer);
-    if !admitted(&path, standing) {
+    if !admitted(path, standing) {
         let why = match standing {
             Standing::Stranger => "not a member of this cluster",
             _ => "route not open to this member",
         };
-        return refuse(peer, addr, &path, why);
+        return Err(refuse(peer, addr, path, why));
     }
-    match path.as_str() {
+    Ok(standing)
+}
+
+/// The routes, for a peer admitted with `standing`.
+async fn route(
+    writes: &dyn WriteHandler,
+    cluster: &Arc<Cluster>,
+    peer: NodeId,
+    addr: &(dyn Display + Sync),
+    standing: Standing,
+    path: &str,
+    req: &[u8],
+) -> Reply {
+    match path {
         "/raft/append" => {
-            let rpc: AppendEntriesRequest<TypeConfig> = match decode(req).await {
+            let rpc: AppendEntriesRequest<TypeConfig> = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -207,7 +264,7 @@ async fn handle(
                 return refuse(
                     peer,
                     addr,
-                    &path,
+                    path,
                     "append from a node that is not the sender",
                 );
             }
@@ -218,7 +275,7 @@ async fn handle(
             answer(&r)
         }
         "/raft/vote" => {
-            let rpc: VoteRequest<NodeId> = match decode(req).await {
+            let rpc: VoteRequest<NodeId> = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -226,14 +283,14 @@ async fn handle(
                 return refuse(
                     peer,
                     addr,
-                    &path,
+                    path,
                     "vote request from a node that is not the sender",
                 );
             }
             answer(&cluster.raft.vote(rpc).await)
         }
         "/raft/snapshot" => {
-            let rpc: InstallSnapshotRequest<TypeConfig> = match decode(req).await {
+            let rpc: InstallSnapshotRequest<TypeConfig> = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -247,7 +304,7 @@ async fn handle(
                 return refuse(
                     peer,
                     addr,
-                    &path,
+                    path,
                     "snapshot from a node that is not the leader",
                 );
             }
@@ -257,7 +314,7 @@ async fn handle(
                 rpc.data.len() as u64,
                 rpc.done,
             ) {
-                return refuse(peer, addr, &path, &why);
+                return refuse(peer, addr, path, &why);
             }
             let done = rpc.done;
             let r = cluster.raft.install_snapshot(rpc).await;
@@ -269,7 +326,7 @@ async fn handle(
             answer(&r)
         }
         "/cluster/propose" => {
-            let cmd: Command = match decode(req).await {
+            let cmd: Command = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -280,7 +337,7 @@ async fn handle(
             }
             let cmd = match cluster.admit_proposal(cmd).await {
                 Ok(cmd) => cmd,
-                Err(why) => return refuse(peer, addr, &path, &why),
+                Err(why) => return refuse(peer, addr, path, &why),
             };
             match cluster.raft.client_write(cmd).await {
                 Ok(r) => answer(&ProposeResult::Applied {
@@ -312,7 +369,7 @@ async fn handle(
             resp
         }
         "/cluster/write" => {
-            let write: Forward = match decode(req).await {
+            let write: Forward = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };
@@ -324,7 +381,7 @@ async fn handle(
             answer(&writes.forwarded(peer, write).await)
         }
         "/cluster/prevote" => {
-            let req: crate::elect::PreVote = match decode(req).await {
+            let req: crate::elect::PreVote = match decode(req) {
                 Ok(r) => r,
                 Err(r) => return r,
             };

@@ -70,6 +70,9 @@ pub struct SledStore {
     /// Serialises "is this snapshot newer than the persisted one?" with the write that follows,
     /// because a snapshot build runs in its own task and may finish after an install.
     snapshot_write: Arc<parking_lot::Mutex<()>>,
+    /// Whether [`SledStore::flush`] waits for sled's flush: always, but in the simulation,
+    /// whose database stands for the disk itself (see [`SledStore::open_simulated`]).
+    flushes: bool,
 }
 
 impl std::fmt::Debug for SledStore {
@@ -118,12 +121,26 @@ impl SledStore {
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| open_error(&e))?;
+        Self::open_db(db, true)
+    }
+
+    /// Opens the stores on a database the caller keeps, as the deterministic simulation does:
+    /// it keeps each node's (temporary) database across the node's crash and restart, as a disk
+    /// would be, and every write counts as durable at once. Waiting for sled's flush, which
+    /// runs on sled's own threads, would let real time into a simulation whose clock jumps
+    /// whenever every task waits.
+    pub fn open_simulated(db: sled::Db) -> Result<(LogStore, StateMachineStore), StorageError> {
+        Self::open_db(db, false)
+    }
+
+    fn open_db(db: sled::Db, flushes: bool) -> Result<(LogStore, StateMachineStore), StorageError> {
         let store = SledStore {
             log: db.open_tree(LOG_TREE).map_err(|e| open_error(&e))?,
             meta: db.open_tree(META_TREE).map_err(|e| open_error(&e))?,
             snapshot: db.open_tree(SNAPSHOT_TREE).map_err(|e| open_error(&e))?,
             db,
             snapshot_write: Arc::new(parking_lot::Mutex::new(())),
+            flushes,
         };
         store.check_layout()?;
         let sm = StateMachineStore::restore(store.clone())?;
@@ -149,6 +166,9 @@ impl SledStore {
     /// Makes every write so far durable. sled flushes on its own thread pool, so this does not
     /// block the runtime.
     async fn flush(&self, subject: ErrorSubject<u64>) -> Result<(), StorageError> {
+        if !self.flushes {
+            return Ok(());
+        }
         self.db
             .flush_async()
             .await
