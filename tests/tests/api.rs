@@ -404,8 +404,8 @@ async fn status_ready_api_metrics() {
     assert_eq!(find("/v1/key/create/").timeout, 15);
     assert_eq!(find("/v1/log/audit").timeout, 0);
     assert_eq!(find("/version").timeout, 10);
-    // KES's 23 routes plus the admin extensions (policy changes and cluster operations).
-    assert_eq!(api.len(), 33);
+    // KES's 23 routes plus the admin extensions (policy changes, cluster operations, backup).
+    assert_eq!(api.len(), 34);
     assert_eq!(
         api.iter()
             .filter(|a| !a.path.starts_with("/v1/cluster/")
