@@ -1082,3 +1082,52 @@ async fn peers_of_another_protocol_version_are_refused() {
     );
     server.abort();
 }
+
+/// A node stopped for a restart (SIGTERM, as systemd and Kubernetes stop it) stops accepting
+/// at once but answers the requests it has started; only then does it exit. Without the drain
+/// the process exited under the request, and a client saw its connection drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_answers_the_requests_it_started() {
+    let s = ProcServer::start("", "", &[]);
+    s.wait_ready().await;
+    let admin = admin_connector(&s);
+    let lo = Ipv4Addr::LOCALHOST;
+    let mut c = connect(&admin, lo, s.addr).await.unwrap();
+    // A request in progress: its headers are in, its body is still on the way.
+    let body = br#"{"context":"e30="}"#;
+    c.write_all(
+        format!(
+            "POST /v1/key/create/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n\
+             POST /v1/key/generate/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status_of(&mut c, Duration::from_secs(5)).await, Some(200));
+    c.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = s.pid().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // The listener closes at once: new connections are refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        tokio::net::TcpStream::connect(s.addr).await.is_err(),
+        "a stopping server still accepted a connection"
+    );
+    // The rest of the body, within the close grace: the started request is answered.
+    c.write_all(&body[5..]).await.unwrap();
+    assert_eq!(
+        status_of(&mut c, Duration::from_secs(5)).await,
+        Some(200),
+        "the request in progress was dropped: {}",
+        s.log()
+    );
+    // Then the connection closes and the process exits.
+    assert!(closed_within(&mut c, Duration::from_secs(5)).await);
+}

@@ -65,6 +65,13 @@ impl Cluster {
                 }
             }
         }
+        // Boxed: the hit above is nearly every call, and its future should not carry the
+        // keystore round trip's state.
+        Box::pin(self.get_slow(name)).await
+    }
+
+    /// A miss or a stale entry: fetch or confirm it, one caller per name at a time.
+    async fn get_slow(self: &Arc<Self>, name: &str) -> Result<Arc<CachedKey>, ClusterError> {
         let gate = {
             let mut inflight = self.inflight.lock();
             Arc::clone(inflight.entry(name.to_owned()).or_default())

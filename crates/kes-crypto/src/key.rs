@@ -175,25 +175,21 @@ impl SecretKey {
         plaintext: &[u8],
         associated_data: &[u8],
     ) -> Result<Vec<u8>, EncryptError> {
-        // IV and nonce in one draw: one system call per seal instead of two.
+        // IV and nonce in one draw.
         let mut random = [0u8; RANDOM_LEN];
-        OsRng
-            .try_fill_bytes(&mut random)
-            .map_err(|_| EncryptError::Random)?;
+        crate::rng::fill(&mut random).map_err(|_| EncryptError::Random)?;
         let (iv, nonce) = split_random(&random);
         self.seal(plaintext, associated_data, &iv, &nonce)
     }
 
     /// A fresh 32-byte data key and its ciphertext sealed under this key (KES's generate): the
-    /// data key, IV and nonce come from one draw of the OS RNG.
+    /// data key, IV and nonce come from one draw of the generator in [`crate::rng`].
     pub fn generate_data_key(
         &self,
         associated_data: &[u8],
     ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), EncryptError> {
         let mut random = Zeroizing::new([0u8; 32 + RANDOM_LEN]);
-        OsRng
-            .try_fill_bytes(random.as_mut())
-            .map_err(|_| EncryptError::Random)?;
+        crate::rng::fill(random.as_mut()).map_err(|_| EncryptError::Random)?;
         let mut data_key = Zeroizing::new([0u8; 32]);
         data_key.copy_from_slice(&random[..32]);
         let mut rest = [0u8; RANDOM_LEN];

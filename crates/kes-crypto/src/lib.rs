@@ -8,7 +8,8 @@
 //! shared with, or migrated from, an upstream KES deployment. [`ApiKey`] and [`identity_of_spki`]
 //! turn `kes:v1:` API keys and certificates into the identities policies are written against.
 //!
-//! Everything here is pure computation: no I/O, no async, no global state beyond the OS RNG.
+//! Everything here is pure computation: no I/O, no async, no global state beyond the OS RNG and the per-thread
+//! generator seeded from it (`rng.rs`).
 //! Secret material lives in zeroize-on-drop storage and never appears in `Debug` output.
 
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ mod gojson;
 mod key;
 mod keyversion;
 mod legacy;
+mod rng;
 
 pub use apikey::{ed25519_spki_der, identity_of_spki, ApiKey, ApiKeyError};
 pub use cck::{Cck, CckSealError};

@@ -12,12 +12,22 @@ use kes_types::wire::*;
 use kes_types::{list_prefix, to_go_json_line, valid_name, valid_pattern, Bytes64, GoTime};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use zeroize::Zeroize as _;
 
 /// A 200 answer with KES's JSON encoding.
 pub fn json<T: Serialize>(value: &T) -> Response {
     let body = to_go_json_line(value);
     let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A JSON answer whose fields are all byte strings (the crypto routes), written directly (see
+/// [`kes_types::b64::json_line`]); the same bytes [`json`] gives for the wire types.
+pub fn bytes_json(fields: &[(&'static str, &[u8])]) -> Response {
+    let mut resp = Response::new(Body::from(kes_types::b64::json_line(fields)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -72,7 +82,82 @@ pub async fn handle(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     use RouteId::*;
+    // The crypto routes are nearly every request: their future stays small and is polled in
+    // place. Every other route's state (lists, policies, logs, admin, with their awaits) lives
+    // in a boxed future of its own, so a generate does not carry, move and initialise
+    // kilobytes of state it never uses.
     match route {
+        KeyGenerate | KeyEncrypt | KeyDecrypt | KeyHmac => crypto(app, route, resource, body).await,
+        _ => Box::pin(handle_other(app, route, caller, resource, query, body)).await,
+    }
+}
+
+/// generate, encrypt, decrypt and hmac.
+async fn crypto(
+    app: &App,
+    route: RouteId,
+    resource: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use RouteId::*;
+    match route {
+        KeyGenerate => {
+            let name = key_name(resource)?;
+            let req: GenerateRequest = decode(&body)?;
+            let key = app.cluster.get(name).await?;
+            let (plaintext, ciphertext) = key
+                .version
+                .key
+                .generate_data_key(&req.context.0)
+                .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
+            let answer = bytes_json(&[
+                ("plaintext", plaintext.as_ref()),
+                ("ciphertext", &ciphertext),
+            ]);
+            // The response body is the only copy of the data key that leaves this function
+            // (`plaintext` wipes itself).
+            Ok(answer)
+        }
+        KeyEncrypt => {
+            let name = key_name(resource)?;
+            let req: EncryptRequest = decode(&body)?;
+            let key = app.cluster.get(name).await?;
+            let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
+            Ok(bytes_json(&[("ciphertext", &ciphertext)]))
+        }
+        KeyDecrypt => {
+            let name = key_name(resource)?;
+            let req: DecryptRequest = decode(&body)?;
+            let key = app.cluster.get(name).await?;
+            let plaintext = key
+                .version
+                .key
+                .decrypt(&req.ciphertext.0, &req.context.0)
+                .map_err(|_| ApiError::Decrypt)?;
+            Ok(bytes_json(&[("plaintext", &plaintext)]))
+        }
+        KeyHmac => {
+            let name = key_name(resource)?;
+            let req: HmacRequest = decode(&body)?;
+            let key = app.cluster.get(name).await?;
+            let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
+            Ok(bytes_json(&[("hmac", &mac_key.mac(&req.message.0))]))
+        }
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+async fn handle_other(
+    app: &App,
+    route: RouteId,
+    caller: Caller<'_>,
+    resource: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use RouteId::*;
+    match route {
+        KeyGenerate | KeyEncrypt | KeyDecrypt | KeyHmac => crypto(app, route, resource, body).await,
         Version => Ok(json(&VersionResponse {
             version: crate::VERSION.to_owned(),
             commit: crate::COMMIT.to_owned(),
@@ -120,50 +205,6 @@ pub async fn handle(
                 continue_at: page.continue_at,
             }))
         }
-        KeyGenerate => {
-            let name = key_name(resource)?;
-            let req: GenerateRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let (plaintext, ciphertext) = key
-                .version
-                .key
-                .generate_data_key(&req.context.0)
-                .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
-            let mut resp = GenerateResponse {
-                plaintext: Bytes64(plaintext.to_vec()),
-                ciphertext: Bytes64(ciphertext),
-            };
-            let answer = json(&resp);
-            // The response body is the only copy of the data key that leaves this function.
-            resp.plaintext.0.zeroize();
-            Ok(answer)
-        }
-        KeyEncrypt => {
-            let name = key_name(resource)?;
-            let req: EncryptRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
-            Ok(json(&EncryptResponse {
-                ciphertext: Bytes64(ciphertext),
-            }))
-        }
-        KeyDecrypt => {
-            let name = key_name(resource)?;
-            let req: DecryptRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let mut plaintext = key
-                .version
-                .key
-                .decrypt(&req.ciphertext.0, &req.context.0)
-                .map_err(|_| ApiError::Decrypt)?;
-            // Moved into the response and back, not copied: the wiping buffer stays the only one.
-            let resp = DecryptResponse {
-                plaintext: Bytes64(std::mem::take(&mut *plaintext)),
-            };
-            let answer = json(&resp);
-            *plaintext = resp.plaintext.0;
-            Ok(answer)
-        }
         KeyBulkDecrypt => {
             let name = key_name(resource)?;
             let reqs: Vec<DecryptRequest> = if body.is_empty() {
@@ -187,15 +228,6 @@ pub async fn handle(
                 });
             }
             Ok(json(&out))
-        }
-        KeyHmac => {
-            let name = key_name(resource)?;
-            let req: HmacRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
-            Ok(json(&HmacResponse {
-                hmac: Bytes64(mac_key.mac(&req.message.0).to_vec()),
-            }))
         }
         PolicyDescribe | PolicyRead => {
             if !valid_name(resource) {

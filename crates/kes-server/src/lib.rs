@@ -16,6 +16,7 @@ pub mod local;
 pub mod logs;
 pub mod metrics;
 pub mod routes;
+mod within;
 pub mod writes;
 
 use crate::api::Caller;
@@ -23,6 +24,7 @@ use crate::error::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::routes::{Auth, Match, Routes};
+use crate::within::within;
 use arc_swap::ArcSwap;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -682,16 +684,13 @@ impl Server {
         let address = port.local_addr();
         let listener = port.listen()?;
         tracing::info!(%address, "kes server listening");
-        let cancel = shutdown.clone();
         let app2 = Arc::clone(&app);
         let api = kes_tls::serve_tls(
             listener,
             Arc::clone(&self.tls),
             listener_limits(&app.limits),
             shutdown.clone(),
-            move |stream, addr, conn| {
-                serve_connection(Arc::clone(&app2), stream, addr, conn, cancel.clone())
-            },
+            move |stream, addr, conn| serve_connection(Arc::clone(&app2), stream, addr, conn),
         );
         tokio::select! {
             () = api => {}
@@ -764,7 +763,6 @@ async fn serve_connection(
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
     conn: Arc<kes_tls::Conn>,
-    cancel: CancellationToken,
 ) {
     let peer = kes_tls::identify(stream.get_ref().1.peer_certificates());
     let mut info = ConnInfo::new(peer, addr);
@@ -782,6 +780,8 @@ async fn serve_connection(
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(served);
+    // One watch per wake-up: the listener closes every connection when the server shuts down
+    // (`serve_tls` cancels them all), so `conn.closing()` covers shutdown too.
     tokio::select! {
         r = served.as_mut() => {
             if let Err(e) = r {
@@ -789,7 +789,6 @@ async fn serve_connection(
             }
             return;
         }
-        _ = cancel.cancelled() => {}
         _ = conn.closing() => {}
     }
     served.as_mut().graceful_shutdown();
@@ -913,29 +912,27 @@ async fn process(
         }
     }
     let budgets = [&conn.body_budget, &app.body_budget];
-    let (body, _held) = match tokio::time::timeout(
+    let (body, _held) = match within(
         app.limits.body_timeout,
         read_body(req, route.max_body, budgets),
     )
     .await
     {
-        Ok(r) => r?,
-        Err(_) => return Err(ApiError::BodyTimeout),
+        Some(r) => r?,
+        None => return Err(ApiError::BodyTimeout),
     };
 
     if needs_leader(route.id) {
         let op = writes::parse(route.id, resource, &body)?;
         drop(body);
         let client = conn.addr.ip().to_string();
-        let work = writes::run(app, identity, &client, op);
-        return if route.timeout.is_zero() {
-            work.await
-        } else {
-            tokio::time::timeout(route.timeout, work)
-                .await
-                .unwrap_or(Err(ApiError::Timeout))
-        }
-        .map(|()| api::empty());
+        // Boxed: writes are rare and wait for the leader and the keystore; their state should
+        // not be part of every request's future.
+        let work = Box::pin(writes::run(app, identity, &client, op));
+        return within(route.timeout, work)
+            .await
+            .unwrap_or(Err(ApiError::Timeout))
+            .map(|()| api::empty());
     }
     let work = api::handle(
         app,
@@ -945,13 +942,9 @@ async fn process(
         uri.query(),
         body,
     );
-    if route.timeout.is_zero() {
-        work.await
-    } else {
-        tokio::time::timeout(route.timeout, work)
-            .await
-            .unwrap_or(Err(ApiError::Timeout))
-    }
+    within(route.timeout, work)
+        .await
+        .unwrap_or(Err(ApiError::Timeout))
 }
 
 /// Routes that change the keystore or the replicated state run on the leader, which
@@ -1027,6 +1020,7 @@ async fn read_body(
             return Err(ApiError::BodyTooLarge);
         }
     }
+    // Only the body is kept across the awaits below, not the request's head.
     let mut body = req.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf: Option<bytes::BytesMut> = None;
@@ -1045,10 +1039,19 @@ async fn read_body(
         }
         let n = u32::try_from(data.len()).map_err(|_| ApiError::BodyTooLarge)?;
         for (budget, slot) in budgets.into_iter().zip(held.iter_mut()) {
-            let permit = Arc::clone(budget)
-                .acquire_many_owned(n)
-                .await
-                .map_err(|_| ApiError::Internal("body budget closed"))?;
+            let permit = match Arc::clone(budget).try_acquire_many_owned(n) {
+                Ok(p) => p,
+                // Boxed: a full budget is rare, and its waiting state should not be part of
+                // every request's future.
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    Box::pin(Arc::clone(budget).acquire_many_owned(n))
+                        .await
+                        .map_err(|_| ApiError::Internal("body budget closed"))?
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => {
+                    return Err(ApiError::Internal("body budget closed"))
+                }
+            };
             match slot {
                 Some(p) => p.merge(permit),
                 None => *slot = Some(permit),

@@ -375,9 +375,11 @@ impl Routes {
 
     /// Matches a percent-decoded path.
     pub fn find<'a, 'p>(&'a self, path: &'p str) -> Match<'a, 'p> {
-        let cleaned = clean_path(path);
-        if cleaned != path {
-            return Match::Redirect(cleaned);
+        if !is_clean(path) {
+            let cleaned = clean_path(path);
+            if cleaned != path {
+                return Match::Redirect(cleaned);
+            }
         }
         let mut best: Option<(&'a Route, &'p str)> = None;
         for route in &self.routes {
@@ -405,6 +407,18 @@ impl Routes {
             None => Match::NotFound,
         }
     }
+}
+
+/// Whether [`clean_path`] would give `p` back unchanged, checked without building anything:
+/// an absolute path without empty, `.` or `..` segments (a trailing slash allowed). Nearly
+/// every request's path is clean.
+fn is_clean(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    // "/" alone is clean; otherwise no segment may be empty, "." or "..".
+    p == "/" || rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
 }
 
 /// Go's `cleanPath` for the mux: `path.Clean`, keeping a trailing slash.
@@ -442,6 +456,35 @@ pub fn clean_path(p: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clean_check_agrees_with_clean_path() {
+        for p in [
+            "/",
+            "",
+            "//",
+            "/v1",
+            "/v1/",
+            "/v1/key/generate/k",
+            "/v1/key/list/",
+            "/v1//key",
+            "/v1/./key",
+            "/v1/../key",
+            "/v1/key/.",
+            "/v1/key/..",
+            "/v1/key/./",
+            "v1/key",
+            "/.",
+            "/..",
+            "/a//",
+            "/a/b/c/",
+            "/a/.b",
+            "/a/..b",
+            "/a/b..",
+        ] {
+            assert_eq!(is_clean(p), clean_path(p) == p, "{p:?}");
+        }
+    }
 
     #[test]
     fn key_routes_and_admin_changes_are_audited_and_reads_are_not() {

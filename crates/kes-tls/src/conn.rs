@@ -81,11 +81,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Marks a request in progress until the guard is dropped.
+    /// Marks a request in progress until the guard is dropped. The idle clock is not read
+    /// here: a busy connection is never idle, and the guard's drop records when the request
+    /// ended, which is when the idle time starts.
     pub fn request(self: &Arc<Self>) -> RequestGuard {
         self.busy.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
         RequestGuard(Arc::clone(self))
     }
 
@@ -296,6 +297,7 @@ pub async fn serve_tls<F, Fut>(
         next_id: AtomicU64::new(0),
         inner: Mutex::new(Inner::default()),
     });
+    let connections = tokio_util::task::TaskTracker::new();
     let mut refusals = RefusalLog {
         last: None,
         count: 0,
@@ -321,11 +323,25 @@ pub async fn serve_tls<F, Fut>(
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(config.load_full());
         let serve = serve.clone();
-        tokio::spawn(run_connection(tcp, addr, acceptor, conn, limits, serve));
+        connections.spawn(run_connection(tcp, addr, acceptor, conn, limits, serve));
     }
-    // Stop accepting, and ask every open connection to finish.
+    // Stop accepting, ask every open connection to finish, and wait for the requests in
+    // progress: a node stopped for a restart answers what it started (a forwarded write's
+    // answer included) instead of dropping it. Each connection gives up after its close grace.
     drop(listener);
     registry.close_all();
+    connections.close();
+    let drained = tokio::time::timeout(
+        limits.close_grace + Duration::from_millis(500),
+        connections.wait(),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "connections still open after the close grace"
+        );
+    }
 }
 
 async fn run_connection<F, Fut>(
