@@ -323,6 +323,8 @@ kb_drive() {
         h2x8) flags=(--http2 -c 2 -p 8) ;;
         h2x16) flags=(--http2 -c 16 -p 1) ;;
         esac
+        # OHA_QPS: a fixed offered load (requests per second in all) instead of a closed loop.
+        [ -n "${OHA_QPS:-}" ] && flags+=(-q "$OHA_QPS")
         "$OHA" --no-tui --output-format json -z "${secs}s" "${flags[@]}" -m POST \
             -T application/json -d "$body" --cacert "${DRIVE_CA:-$CERTS/server.cert}" \
             --cert "$CERTS/client.cert" --key "$CERTS/client.key" \
@@ -453,4 +455,50 @@ kb_measure() {
         --cpu-s "$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN {print (b - a) / t}')" \
         --ctxsw "$((s1 - s0))" | tee -a "$RUNS" |
         python3 -c 'import json,sys; r=json.load(sys.stdin); print("  %-14s %9.0f ops/s  p50 %.3f ms  p99 %.3f ms  %6.1f us cpu/op  %.2f cs/op  errors %d" % (r["target"], r["ops_per_s"], r["p50_ms"], r["p99_ms"], r["cpu_us_per_op"], r["ctxsw_per_op"], r["errors"]))'
+}
+
+# Drops process $1 (already waited for) from PIDS, so that the exit trap never signals a
+# process id the system has since given to another process.
+kb_forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+# Stops node $1 of the cluster gracefully: SIGTERM, then at most $2 seconds (default 30) for
+# it to exit before SIGKILL; reaps it and forgets its pid. Sets STOP_GRACEFUL (1 if it exited
+# within the time after SIGTERM), STOP_STATUS (its exit status), STOP_TICKS (its CPU time,
+# utime+stime in clock ticks, as last read while it shut down, at most 50 ms before it ended)
+# and STOP_MS (milliseconds from the signal until it was seen gone). Call it directly, not in
+# $(...): only this shell can reap the node.
+# shellcheck disable=SC2034 # the STOP_* results are read by the caller
+kb_term_node() {
+    local i="$1" secs="${2:-30}" pid="${NODE_PID[$1]:-}" t0 k state="" ticks
+    STOP_GRACEFUL=0 STOP_STATUS="" STOP_TICKS="" STOP_MS=""
+    [ -n "$pid" ] || return 0
+    t0="$(now_ms)"
+    kill -TERM "$pid" 2>/dev/null || true
+    # bash reaps an exited child at once (its status is kept for `wait`), so the process is
+    # gone from /proc as soon as it ends; a zombie (Z) counts as ended too.
+    for ((k = 0; k < secs * 20; k++)); do
+        ticks="$(kb_cpu_ticks "$pid" 2>/dev/null || true)"
+        state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)"
+        [ -z "$ticks" ] || STOP_TICKS="$ticks"
+        if [ -z "$state" ] || [ "$state" = Z ]; then
+            break
+        fi
+        sleep 0.05
+    done
+    if [ -z "$state" ] || [ "$state" = Z ]; then
+        STOP_GRACEFUL=1
+    else
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    STOP_MS="$(($(now_ms) - t0))"
+    STOP_STATUS=0
+    wait "$pid" 2>/dev/null || STOP_STATUS=$?
+    kb_forget_pid "$pid"
+    NODE_PID[$i]=""
 }

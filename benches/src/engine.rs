@@ -16,7 +16,7 @@
 use crate::config::{limits, Config, Mode, Op, N_OPS};
 use crate::report::{Latency, MixEntry, OpStats, Report, Tick};
 use crate::target::{prepare, Plan};
-use crate::transport::{Failure, Transport};
+use crate::transport::{Answer, Failure, Transport};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -52,6 +52,8 @@ struct WorkerStats {
     hist: Vec<Histogram<u64>>,
     ok: [u64; N_OPS],
     errors: [u64; N_OPS],
+    /// Creates and deletes a retry found already done (see [`replayed`]).
+    replayed: u64,
     error_counts: BTreeMap<String, u64>,
     error_samples: BTreeMap<String, String>,
     /// Every successful request since the last progress line, warm-up included.
@@ -67,6 +69,7 @@ impl WorkerStats {
                 .collect::<anyhow::Result<_>>()?,
             ok: [0; N_OPS],
             errors: [0; N_OPS],
+            replayed: 0,
             error_counts: BTreeMap::new(),
             error_samples: BTreeMap::new(),
             interval: histogram()?,
@@ -77,6 +80,8 @@ impl WorkerStats {
 
 enum Outcome {
     Ok,
+    /// A success in which a retried create or delete found its earlier attempt's effect.
+    Replayed,
     Status(u16, String),
     Failed(Failure),
 }
@@ -235,12 +240,15 @@ async fn worker(sh: Arc<Shared>, id: usize) {
         let Some(stats) = sh.stats.get(id) else { break };
         let mut st = stats.lock();
         match outcome {
-            Outcome::Ok => {
+            Outcome::Ok | Outcome::Replayed => {
                 sh.ok.fetch_add(1, Ordering::Relaxed);
                 st.interval.saturating_record(us);
                 if measured {
                     st.hist[i].saturating_record(us);
                     st.ok[i] += 1;
+                    if matches!(outcome, Outcome::Replayed) {
+                        st.replayed += 1;
+                    }
                 }
             }
             Outcome::Status(status, body) => {
@@ -310,16 +318,47 @@ fn note_error(st: &mut WorkerStats, kind: String, message: String) {
     });
 }
 
+/// The answer KES gives a create of a key that exists, and a delete of one that does not.
+const KEY_EXISTS: (u16, &str) = (400, "key already exists");
+const KEY_MISSING: (u16, &str) = (404, "key does not exist");
+
+/// Whether `answer`, to a create or delete of a key name this run uses once, is that request's
+/// own earlier attempt seen again: an attempt got no answer but may have been carried out
+/// (`uncertain`, see [`Transport::send_tracked`]), and the retry is told the key already exists
+/// (create) or no longer does (delete). Retries resend writes as kms-go does; this is the
+/// write having succeeded, not a failure of the server.
+fn replayed(answer: &Result<Answer, Failure>, uncertain: bool, done: (u16, &str)) -> bool {
+    match answer {
+        Ok(a) if uncertain && a.status == done.0 => {
+            String::from_utf8_lossy(&a.body).contains(done.1)
+        }
+        _ => false,
+    }
+}
+
 async fn execute(sh: &Shared, worker: usize, op: Op, key: usize, temp_keys: &mut u64) -> Outcome {
+    let mut create_replayed = false;
     let answer = if op == Op::Create {
         *temp_keys += 1;
         let req = sh.plan.create(worker, *temp_keys);
-        sh.transport.send(worker, &req).await
+        let (answer, uncertain) = sh.transport.send_tracked(worker, &req).await;
+        if replayed(&answer, uncertain, KEY_EXISTS) {
+            return Outcome::Replayed;
+        }
+        answer
     } else if op == Op::CreateDelete {
         *temp_keys += 1;
         let (create, delete) = sh.plan.create_delete(worker, *temp_keys);
-        match sh.transport.send(worker, &create).await {
-            Ok(a) if a.is_success() => sh.transport.send(worker, &delete).await,
+        let (created, uncertain) = sh.transport.send_tracked(worker, &create).await;
+        create_replayed = replayed(&created, uncertain, KEY_EXISTS);
+        match created {
+            Ok(a) if a.is_success() || create_replayed => {
+                let (deleted, uncertain) = sh.transport.send_tracked(worker, &delete).await;
+                if replayed(&deleted, uncertain, KEY_MISSING) {
+                    return Outcome::Replayed;
+                }
+                deleted
+            }
             other => other,
         }
     } else {
@@ -329,6 +368,7 @@ async fn execute(sh: &Shared, worker: usize, op: Op, key: usize, temp_keys: &mut
         }
     };
     match answer {
+        Ok(a) if a.is_success() && create_replayed => Outcome::Replayed,
         Ok(a) if a.is_success() => Outcome::Ok,
         Ok(a) => Outcome::Status(a.status, String::from_utf8_lossy(&a.body).into_owned()),
         Err(f) => Outcome::Failed(f),
@@ -418,8 +458,10 @@ fn build_report(cfg: &Config, sh: &Shared, endpoints: Vec<String>, started_at: u
     let mut error_counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut error_samples: BTreeMap<String, String> = BTreeMap::new();
     let mut last_done: Option<Instant> = None;
+    let mut replayed = 0u64;
     for s in &sh.stats {
         let s = s.lock();
+        replayed += s.replayed;
         for (i, h) in s.hist.iter().enumerate() {
             match per_op.get_mut(i) {
                 Some(m) => {
@@ -505,7 +547,47 @@ fn build_report(cfg: &Config, sh: &Shared, endpoints: Vec<String>, started_at: u
         ops,
         errors: error_counts,
         error_samples,
+        replayed,
         reconnect: cfg.reconnect,
         timeline: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn answer(status: u16, body: &str) -> Result<Answer, Failure> {
+        Ok(Answer {
+            status,
+            body: Bytes::from(body.to_owned()),
+        })
+    }
+
+    #[test]
+    fn a_retried_write_meeting_its_own_effect_is_replayed() {
+        let exists = answer(400, r#"{"message":"key already exists"}"#);
+        let missing = answer(404, r#"{"message":"key does not exist"}"#);
+        assert!(replayed(&exists, true, KEY_EXISTS));
+        assert!(replayed(&missing, true, KEY_MISSING));
+        // Without an attempt whose answer was lost, it is a real conflict.
+        assert!(!replayed(&exists, false, KEY_EXISTS));
+        assert!(!replayed(&missing, false, KEY_MISSING));
+        // Other answers stay what they are.
+        assert!(!replayed(&exists, true, KEY_MISSING));
+        assert!(!replayed(&answer(200, ""), true, KEY_EXISTS));
+        assert!(!replayed(
+            &answer(400, "invalid key name"),
+            true,
+            KEY_EXISTS
+        ));
+        let failed: Result<Answer, Failure> = Err(Failure {
+            kind: "connect",
+            message: "refused".into(),
+            retryable: true,
+        });
+        assert!(!replayed(&failed, true, KEY_EXISTS));
     }
 }

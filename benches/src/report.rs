@@ -86,6 +86,11 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The first message seen for each error class.
     pub error_samples: BTreeMap<String, String>,
+    /// Creates and deletes (counted as successes) that were retried after an attempt whose
+    /// answer was lost, and that found that attempt's effect: the key already there, or
+    /// already gone. They happen when a node stops while writes it forwarded are in flight.
+    #[serde(default)]
+    pub replayed: u64,
     /// Every request used a new connection with a full TLS handshake.
     #[serde(default)]
     pub reconnect: bool,
@@ -201,6 +206,13 @@ impl Report {
                 ms(s.latency.p99_ms),
                 ms(s.latency.p999_ms),
                 ms(s.latency.max_ms),
+            );
+        }
+        if self.replayed > 0 {
+            let _ = writeln!(
+                out,
+                "retried creates/deletes that found their lost attempt's effect (ok): {}",
+                self.replayed
             );
         }
         if !self.errors.is_empty() {

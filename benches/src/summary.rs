@@ -384,6 +384,7 @@ mod tests {
             ops: vec![stats],
             errors: BTreeMap::new(),
             error_samples: BTreeMap::new(),
+            replayed: 0,
             reconnect: false,
             timeline: Vec::new(),
         }

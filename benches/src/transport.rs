@@ -11,6 +11,12 @@
 //! and failover rules, and each endpoint attempt is retried like kms-go's `retry.Do` (network
 //! errors and 503, after 200 ms plus up to 800 ms). A benchmark of a replica set therefore
 //! shows the latency a MinIO deployment would see while a node fails.
+//!
+//! Like kms-go, the retries resend writes too. An attempt that got no answer may still have
+//! been carried out (a node that stops under load has forwarded a create to the leader and
+//! closes the connection before it answers), so [`Transport::send_tracked`] also says whether
+//! that happened: the caller can then tell a retried create meeting its own key from a real
+//! conflict.
 
 use crate::config::{limits, Auth, Config, Protocol, TargetKind, Trust};
 use anyhow::{bail, Context};
@@ -219,6 +225,30 @@ impl Transport {
     /// with kms-go's retries, within the request timeout. An error status is an [`Answer`];
     /// only a missing answer is a [`Failure`].
     pub async fn send(&self, worker: usize, req: &Request) -> Result<Answer, Failure> {
+        self.send_tracked(worker, req).await.0
+    }
+
+    /// [`send`](Self::send), and whether some attempt may have reached a server without its
+    /// answer reaching us: its connection broke once established, or it was answered with a
+    /// 5xx (a follower whose forward to the leader failed midway). A later attempt of a create
+    /// or a delete may then find that attempt's effect ("key already exists", "key does not
+    /// exist"). A refused connection or a failed handshake never reached a server.
+    pub async fn send_tracked(
+        &self,
+        worker: usize,
+        req: &Request,
+    ) -> (Result<Answer, Failure>, bool) {
+        let uncertain = std::sync::atomic::AtomicBool::new(false);
+        let result = self.send_inner(worker, req, &uncertain).await;
+        (result, uncertain.into_inner())
+    }
+
+    async fn send_inner(
+        &self,
+        worker: usize,
+        req: &Request,
+        uncertain: &std::sync::atomic::AtomicBool,
+    ) -> Result<Answer, Failure> {
         let n = self.endpoints.len();
         let offset = if n > 1 {
             rand::thread_rng().gen_range(0..n)
@@ -230,11 +260,13 @@ impl Transport {
         let sent = self.lb.send(offset, |url| {
             let last = &last;
             async move {
-                self.attempt(worker, &url, req).await.map_err(|f| {
-                    let e = ClientError::Transport(f.message.clone());
-                    *last.lock() = Some(f);
-                    e
-                })
+                self.attempt(worker, &url, req, uncertain)
+                    .await
+                    .map_err(|f| {
+                        let e = ClientError::Transport(f.message.clone());
+                        *last.lock() = Some(f);
+                        e
+                    })
             }
         });
         match tokio::time::timeout(self.timeout, sent).await {
@@ -247,14 +279,28 @@ impl Transport {
         }
     }
 
-    /// One endpoint, with retries on network errors and 503.
-    async fn attempt(&self, worker: usize, url: &str, req: &Request) -> Result<Answer, Failure> {
+    /// One endpoint, with retries on network errors and 503; sets `uncertain` as described at
+    /// [`send_tracked`](Self::send_tracked).
+    async fn attempt(
+        &self,
+        worker: usize,
+        url: &str,
+        req: &Request,
+        uncertain: &std::sync::atomic::AtomicBool,
+    ) -> Result<Answer, Failure> {
         let Some(ep) = self.endpoints.iter().find(|e| e.url == url) else {
             return Err(Failure::new("connect", format!("unknown endpoint {url}")));
         };
         let mut retries = self.retries;
         loop {
             let result = self.once(ep, worker, req).await;
+            let unknown = match &result {
+                Ok(a) => a.status >= 500,
+                Err(f) => f.kind == "connection",
+            };
+            if unknown {
+                uncertain.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let retry = match &result {
                 Ok(a) => a.status == 503,
                 Err(f) => f.retryable,
@@ -583,11 +629,11 @@ mod tests {
             ..Config::default()
         };
         let t = Transport::new(&cfg).unwrap();
-        let f = t
-            .send(0, &Request::get("/version".into()))
-            .await
-            .unwrap_err();
+        let (r, uncertain) = t.send_tracked(0, &Request::get("/version".into())).await;
+        let f = r.unwrap_err();
         assert_eq!(f.kind, "connect", "{f}");
         assert!(f.message.contains(&port.to_string()), "{f}");
+        // A refused connection never reached a server.
+        assert!(!uncertain);
     }
 }
