@@ -216,6 +216,32 @@ impl Cluster {
 
     /// A key from the local state, or from an earlier KMS read whose fill is not applied yet.
     pub(crate) fn local(&self, name: &str) -> Option<Hit> {
+        // Nearly every call finds the key decoded already: look at the entry's stamp without
+        // copying its sealed bytes, and copy them only when they must be opened.
+        let (stamp, confirmed) = self.state.read(|s| {
+            let generation = s.generation(name);
+            match s.key(name) {
+                Some(e) => ((generation, e.stored_at_ms), Some(e.confirmed_at_ms)),
+                None => ((generation, 0), None),
+            }
+        });
+        let previous = {
+            let decoded = self.decoded.read();
+            match decoded.get(name) {
+                Some((st, k)) if *st == stamp => {
+                    return Some(Hit {
+                        key: Arc::clone(k),
+                        confirmed_at_ms: confirmed.unwrap_or_else(|| k.fetched_at_ms()),
+                        stored_at_ms: stamp.1,
+                    })
+                }
+                Some((_, k)) => k.last_used(),
+                None => 0,
+            }
+        };
+        confirmed?;
+        // Read again for the bytes: the entry may have changed in between, and the stamp
+        // stored with the decoded key must be the one of the bytes it was decoded from.
         let (stamp, entry) = self.state.read(|s| {
             let generation = s.generation(name);
             match s.key(name) {
@@ -226,20 +252,6 @@ impl Cluster {
                 None => ((generation, 0), None),
             }
         });
-        let previous = {
-            let decoded = self.decoded.read();
-            match decoded.get(name) {
-                Some((st, k)) if *st == stamp => {
-                    return Some(Hit {
-                        key: Arc::clone(k),
-                        confirmed_at_ms: entry.map_or(k.fetched_at_ms(), |(_, c)| c),
-                        stored_at_ms: stamp.1,
-                    })
-                }
-                Some((_, k)) => k.last_used(),
-                None => 0,
-            }
-        };
         let (sealed, confirmed_at_ms) = entry?;
         let cck = self.cck.load_full()?;
         let value = cck.open(name, &sealed)?;

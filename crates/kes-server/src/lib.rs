@@ -18,12 +18,15 @@ pub mod metrics;
 pub mod routes;
 mod within;
 pub mod writes;
+mod budget;
+pub use budget::Budget;
 
 use crate::api::Caller;
 use crate::error::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::routes::{Auth, Match, Routes};
+use crate::budget::Held;
 use crate::within::within;
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -90,7 +93,7 @@ pub struct ConnInfo {
     /// The listener's record of the connection (absent for requests made in-process).
     pub conn: Option<Arc<kes_tls::Conn>>,
     /// Request body bytes this connection may hold at once (see [`CONN_BODY_BUDGET`]).
-    pub body_budget: Arc<tokio::sync::Semaphore>,
+    pub body_budget: Arc<Budget>,
 }
 
 impl ConnInfo {
@@ -100,7 +103,7 @@ impl ConnInfo {
             peer,
             addr,
             conn: None,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(CONN_BODY_BUDGET)),
+            body_budget: Arc::new(Budget::new(CONN_BODY_BUDGET)),
         }
     }
 }
@@ -127,7 +130,7 @@ pub struct App {
     /// Connection and request bounds.
     pub limits: kes_config::Limits,
     /// Request body bytes held by all connections (see [`SERVER_BODY_BUDGET`]).
-    pub body_budget: Arc<tokio::sync::Semaphore>,
+    pub body_budget: Budget,
 }
 
 impl App {
@@ -516,7 +519,7 @@ impl Server {
             started: GoTime::now_utc(),
             key_type,
             limits: cfg.limits,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(SERVER_BODY_BUDGET)),
+            body_budget: Budget::new(SERVER_BODY_BUDGET),
         };
         Ok(Self {
             app: Arc::new(app),
@@ -767,15 +770,17 @@ async fn serve_connection(
     let peer = kes_tls::identify(stream.get_ref().1.peer_certificates());
     let mut info = ConnInfo::new(peer, addr);
     info.conn = Some(Arc::clone(&conn));
-    let info = Arc::new(info);
     let builder = http_builder(&app.limits);
+    // One shared handle per connection: a request clones only it, not the server-wide `App`,
+    // whose count every core would otherwise bump on every request.
+    let served_by = Arc::new((app, info));
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let app = Arc::clone(&app);
-        let info = Arc::clone(&info);
+        let served_by = Arc::clone(&served_by);
         async move {
+            let (app, info) = &*served_by;
             // Busy while the request is handled: the listener closes idle connections only.
             let _busy = info.conn.as_ref().map(|c| c.request());
-            Ok::<_, std::convert::Infallible>(dispatch(&app, &info, req.map(Body::new)).await)
+            Ok::<_, std::convert::Infallible>(dispatch(app, info, req.map(Body::new)).await)
         }
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
@@ -911,7 +916,7 @@ async fn process(
             c.trust();
         }
     }
-    let budgets = [&conn.body_budget, &app.body_budget];
+    let budgets = [&*conn.body_budget, &app.body_budget];
     let (body, _held) = match within(
         app.limits.body_timeout,
         read_body(req, route.max_body, budgets),
@@ -1001,12 +1006,12 @@ pub(crate) fn audit(
 /// charged to `budgets` (the connection's and the server's) as it arrives, and the returned
 /// permits hold the charge until the request is done with the body. A body that arrives in one
 /// chunk (the usual case) is kept as it came, without a copy.
-async fn read_body(
+async fn read_body<'a>(
     req: Request<Body>,
     max: u64,
-    budgets: [&Arc<tokio::sync::Semaphore>; 2],
-) -> Result<(Bytes, [Option<tokio::sync::OwnedSemaphorePermit>; 2]), ApiError> {
-    let mut held: [Option<tokio::sync::OwnedSemaphorePermit>; 2] = [None, None];
+    budgets: [&'a Budget; 2],
+) -> Result<(Bytes, Held<'a, 2>), ApiError> {
+    let mut held = Held::new(budgets);
     if max == 0 {
         return Ok((Bytes::new(), held));
     }
@@ -1037,26 +1042,7 @@ async fn read_body(
         if len > max {
             return Err(ApiError::BodyTooLarge);
         }
-        let n = u32::try_from(data.len()).map_err(|_| ApiError::BodyTooLarge)?;
-        for (budget, slot) in budgets.into_iter().zip(held.iter_mut()) {
-            let permit = match Arc::clone(budget).try_acquire_many_owned(n) {
-                Ok(p) => p,
-                // Boxed: a full budget is rare, and its waiting state should not be part of
-                // every request's future.
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    Box::pin(Arc::clone(budget).acquire_many_owned(n))
-                        .await
-                        .map_err(|_| ApiError::Internal("body budget closed"))?
-                }
-                Err(tokio::sync::TryAcquireError::Closed) => {
-                    return Err(ApiError::Internal("body budget closed"))
-                }
-            };
-            match slot {
-                Some(p) => p.merge(permit),
-                None => *slot = Some(permit),
-            }
-        }
+        held.take(data.len()).await;
         match (&mut buf, first.take()) {
             (Some(b), _) => b.extend_from_slice(&data),
             (None, None) => first = Some(data),
