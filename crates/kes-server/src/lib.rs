@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+mod budget;
 pub mod error;
 pub mod lazy;
 pub mod local;
@@ -18,15 +19,14 @@ pub mod metrics;
 pub mod routes;
 mod within;
 pub mod writes;
-mod budget;
 pub use budget::Budget;
 
 use crate::api::Caller;
+use crate::budget::Held;
 use crate::error::ApiError;
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::routes::{Auth, Match, Routes};
-use crate::budget::Held;
 use crate::within::within;
 use arc_swap::ArcSwap;
 use axum::body::Body;
@@ -780,7 +780,7 @@ async fn serve_connection(
             let (app, info) = &*served_by;
             // Busy while the request is handled: the listener closes idle connections only.
             let _busy = info.conn.as_ref().map(|c| c.request());
-            Ok::<_, std::convert::Infallible>(dispatch(app, info, req.map(Body::new)).await)
+            Ok::<_, std::convert::Infallible>(dispatch(app, info, req).await)
         }
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
@@ -801,15 +801,15 @@ async fn serve_connection(
 }
 
 /// Runs one request through KES's processing order.
-pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Response {
-    // The URI shares the request's buffer (no copy); the path is decoded in place unless it
-    // holds escapes, so a request without them allocates nothing for routing.
-    let uri = req.uri().clone();
-    let decoded = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy();
+pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<hyper::body::Incoming>) -> Response {
+    // The head stays here and the handlers borrow from it; the path is decoded in place unless
+    // it holds escapes, so a request without them allocates nothing for routing.
+    let (head, body) = req.into_parts();
+    let decoded = percent_encoding::percent_decode_str(head.uri.path()).decode_utf8_lossy();
     let (route, resource) = match app.routes.find(&decoded) {
         Match::NotFound => return ApiError::NoRoute.into_response(),
         Match::Redirect(to) => {
-            let location = match req.uri().query() {
+            let location = match head.uri.query() {
                 Some(q) => format!("{to}?{q}"),
                 None => to,
             };
@@ -833,7 +833,7 @@ pub async fn dispatch(app: &App, conn: &ConnInfo, req: Request<Body>) -> Respons
         PeerIdentity::Identity(id) => id.as_str(),
         _ => "",
     };
-    let response = match process(app, conn, route, path, resource, req).await {
+    let response = match process(app, conn, route, path, resource, &head, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -895,19 +895,16 @@ async fn process(
     route: &routes::Route,
     path: &str,
     resource: &str,
-    req: Request<Body>,
+    head: &http::request::Parts,
+    body: hyper::body::Incoming,
 ) -> Result<Response, ApiError> {
-    // Standard methods clone without allocating.
-    let method = req.method().clone();
-    let method = method.as_str();
+    let method = head.method.as_str();
     if method != route.method && !(route.method == "PUT" && method == "POST") {
         return Err(ApiError::MethodNotAllowed {
             got: method.to_owned(),
             want: route.method,
         });
     }
-    let uri = req.uri().clone();
-
     // Authorisation needs only the path: it comes before the body is read, so a caller without
     // permission cannot make the server wait for or buffer a body.
     let identity = authorize(app, &conn.peer, route, path)?;
@@ -919,7 +916,7 @@ async fn process(
     let budgets = [&*conn.body_budget, &app.body_budget];
     let (body, _held) = match within(
         app.limits.body_timeout,
-        read_body(req, route.max_body, budgets),
+        read_body(head, body, route.max_body, budgets),
     )
     .await
     {
@@ -944,7 +941,7 @@ async fn process(
         route.id,
         Caller { identity },
         resource,
-        uri.query(),
+        head.uri.query(),
         body,
     );
     within(route.timeout, work)
@@ -1007,7 +1004,8 @@ pub(crate) fn audit(
 /// permits hold the charge until the request is done with the body. A body that arrives in one
 /// chunk (the usual case) is kept as it came, without a copy.
 async fn read_body<'a>(
-    req: Request<Body>,
+    head: &http::request::Parts,
+    mut body: hyper::body::Incoming,
     max: u64,
     budgets: [&'a Budget; 2],
 ) -> Result<(Bytes, Held<'a, 2>), ApiError> {
@@ -1015,8 +1013,8 @@ async fn read_body<'a>(
     if max == 0 {
         return Ok((Bytes::new(), held));
     }
-    if let Some(len) = req
-        .headers()
+    if let Some(len) = head
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
@@ -1025,8 +1023,6 @@ async fn read_body<'a>(
             return Err(ApiError::BodyTooLarge);
         }
     }
-    // Only the body is kept across the awaits below, not the request's head.
-    let mut body = req.into_body();
     let mut first: Option<Bytes> = None;
     let mut buf: Option<bytes::BytesMut> = None;
     let mut len: u64 = 0;

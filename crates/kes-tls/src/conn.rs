@@ -71,8 +71,9 @@ pub struct Conn {
     registry: Arc<Registry>,
     /// Requests in progress.
     busy: AtomicU32,
-    /// Requests started so far.
-    requests: AtomicU64,
+    /// Whether a request has started on this connection (the first-request limit applies until
+    /// one has).
+    started: AtomicBool,
     /// Milliseconds since the registry's epoch of the last activity.
     last_active_ms: AtomicU64,
     /// Set once a request of this connection passed authorisation.
@@ -84,10 +85,14 @@ impl Conn {
     /// Marks a request in progress until the guard is dropped. The idle clock is not read
     /// here: a busy connection is never idle, and the guard's drop records when the request
     /// ended, which is when the idle time starts.
-    pub fn request(self: &Arc<Self>) -> RequestGuard {
+    /// The guard borrows the connection: whoever serves it holds it for longer than any of its
+    /// requests, and a request then changes one counter and no reference count.
+    pub fn request(&self) -> RequestGuard<'_> {
         self.busy.fetch_add(1, Ordering::AcqRel);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(Arc::clone(self))
+        if !self.started.load(Ordering::Relaxed) {
+            self.started.store(true, Ordering::Relaxed);
+        }
+        RequestGuard(self)
     }
 
     /// Records that a request of this connection was authorised: under pressure, idle
@@ -125,9 +130,9 @@ impl Conn {
 
 /// A request in progress on a [`Conn`].
 #[derive(Debug)]
-pub struct RequestGuard(Arc<Conn>);
+pub struct RequestGuard<'a>(&'a Conn);
 
-impl Drop for RequestGuard {
+impl Drop for RequestGuard<'_> {
     fn drop(&mut self) {
         self.0.touch();
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
@@ -173,7 +178,7 @@ impl Registry {
             ip,
             registry: Arc::clone(self),
             busy: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
+            started: AtomicBool::new(false),
             last_active_ms: AtomicU64::new(self.now_ms()),
             trusted: AtomicBool::new(false),
             close: CancellationToken::new(),
@@ -382,7 +387,7 @@ async fn run_connection<F, Fut>(
             }
             None => match conn.idle_for() {
                 Some(idle) => {
-                    let limit = if conn.requests.load(Ordering::Relaxed) == 0 {
+                    let limit = if !conn.started.load(Ordering::Relaxed) {
                         limits.first_request_timeout
                     } else {
                         limits.idle_timeout
