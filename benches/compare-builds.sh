@@ -28,6 +28,8 @@
 #   BASE=e32857e ROUNDS=5 SECONDS_PER_RUN=20 benches/compare-builds.sh
 #   TOOLS=oha LOADS="h1 h2x8" OPS=generate benches/compare-builds.sh
 #   LOG_AUDIT=DEBUG benches/compare-builds.sh      both builds print every operation
+#   OHA_QPS=25000 TOOLS=oha NAME=compare-builds-rate benches/compare-builds.sh
+#                                                   latency at one fixed offered load for all
 #
 # Results: benches/results/$NAME.{json,md} and $NAME-{throughput,cpu,latency}.svg (NAME
 # defaults to compare-builds). SKIP_BUILD=1 reuses target/release; a built baseline is kept in
@@ -116,6 +118,7 @@ python3 "$ROOT/benches/compare_builds.py" summary --runs "$RUNS" \
     --meta "current=$CURRENT_SHA" \
     --meta "log.audit=${LOG_AUDIT:-default (not set)}" \
     --meta "method=$ROUNDS rounds x ${SECONDS_PER_RUN}s per tool, load, op and target after a 1 s warm-up run; targets alternating innermost; load generator and servers on the same machine over loopback TLS; medians over the rounds" \
+    --meta "offered load=${OHA_QPS:+oha at a fixed $OHA_QPS requests/s in all (kes-bench closed loop)}${OHA_QPS:-closed loop}" \
     --meta "oha=$("$OHA" --version 2>/dev/null | head -1 || echo none)" \
     --meta "rustc=$(rustc --version)"
 echo
