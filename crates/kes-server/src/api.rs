@@ -43,11 +43,21 @@ pub fn empty() -> Response {
     resp
 }
 
-fn key_name(resource: &str) -> Result<&str, ApiError> {
+/// A key name from a route's resource, or KES's error for an invalid one.
+pub(crate) fn key_name(resource: &str) -> Result<&str, ApiError> {
     if valid_name(resource) {
         Ok(resource)
     } else {
         Err(ApiError::InvalidKeyName(resource.to_owned()))
+    }
+}
+
+/// A policy name from a route's resource, or KES's error for an invalid one.
+pub(crate) fn policy_name(resource: &str) -> Result<&str, ApiError> {
+    if valid_name(resource) {
+        Ok(resource)
+    } else {
+        Err(ApiError::InvalidPolicyName(resource.to_owned()))
     }
 }
 
@@ -230,9 +240,7 @@ async fn handle_other(
             Ok(json(&out))
         }
         PolicyDescribe | PolicyRead => {
-            if !valid_name(resource) {
-                return Err(ApiError::InvalidPolicyName(resource.to_owned()));
-            }
+            policy_name(resource)?;
             let access = app.access.load();
             let p = access.policy(resource).ok_or(ApiError::PolicyNotFound)?;
             if route == PolicyDescribe {

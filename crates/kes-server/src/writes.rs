@@ -23,7 +23,6 @@ use kes_crypto::{KeyType, KeyVersion};
 use kes_raft::types::NodeId;
 use kes_state::{Command, Outcome, PolicyDef};
 use kes_tls::PeerIdentity;
-use kes_types::valid_name;
 use kes_types::wire::ImportKeyRequest;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -135,20 +134,8 @@ pub fn parse(route: RouteId, resource: &str, body: &Bytes) -> Result<WriteOp, Ap
 /// The syntax checks of a write, KES's errors for the names it takes. Run where the request
 /// arrives and again where it runs.
 fn check(op: &WriteOp) -> Result<(), ApiError> {
-    let key = |n: &str| {
-        if valid_name(n) {
-            Ok(())
-        } else {
-            Err(ApiError::InvalidKeyName(n.to_owned()))
-        }
-    };
-    let policy = |n: &str| {
-        if valid_name(n) {
-            Ok(())
-        } else {
-            Err(ApiError::InvalidPolicyName(n.to_owned()))
-        }
-    };
+    let key = |n: &str| crate::api::key_name(n).map(drop);
+    let policy = |n: &str| crate::api::policy_name(n).map(drop);
     let identity = |i: &str| {
         if i.is_empty() || i.len() > 1024 {
             Err(ApiError::InvalidIdentity(i.to_owned()))
