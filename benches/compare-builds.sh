@@ -108,6 +108,11 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "load average after: $LOAD_AFTER"
 step "summary"
+if [ -n "${OHA_QPS:-}" ]; then
+    OFFERED="oha at a fixed $OHA_QPS requests/s in all (kes-bench closed loop)"
+else
+    OFFERED="closed loop"
+fi
 python3 "$ROOT/benches/compare_builds.py" summary --runs "$RUNS" \
     --out "$RESULTS/$NAME" \
     --meta "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
@@ -118,7 +123,7 @@ python3 "$ROOT/benches/compare_builds.py" summary --runs "$RUNS" \
     --meta "current=$CURRENT_SHA" \
     --meta "log.audit=${LOG_AUDIT:-default (not set)}" \
     --meta "method=$ROUNDS rounds x ${SECONDS_PER_RUN}s per tool, load, op and target after a 1 s warm-up run; targets alternating innermost; load generator and servers on the same machine over loopback TLS; medians over the rounds" \
-    --meta "offered load=${OHA_QPS:+oha at a fixed $OHA_QPS requests/s in all (kes-bench closed loop)}${OHA_QPS:-closed loop}" \
+    --meta "offered load=$OFFERED" \
     --meta "oha=$("$OHA" --version 2>/dev/null | head -1 || echo none)" \
     --meta "rustc=$(rustc --version)"
 echo
