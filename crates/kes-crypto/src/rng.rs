@@ -12,7 +12,7 @@
 //! - Every byte served is wiped from the buffer as it is handed out, so the state a memory
 //!   disclosure could find never holds output that was or will be used.
 //! - The key is replaced by 32 fresh bytes from the OS RNG on the first use of a thread and
-//!   after every [`RESEED_REFILLS`] refills (about 47 KiB of output, a few hundred generate
+//!   after every [`RESEED_REFILLS`] refills (about 46 KiB of output, a few hundred generate
 //!   requests), so a compromise of the state recovers from the OS at that pace.
 //!
 //! The process never forks (a forked child would share the parent's state); threads each have
