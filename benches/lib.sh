@@ -265,22 +265,45 @@ kb_leader() {
         -a "$CLUSTER_KEY" | python3 -c 'import json,sys; v=json.load(sys.stdin)["leader"]; print(v if v is not None else "")'
 }
 
+# The leader as the first running node of 1..$1 (default 3) that knows one sees it; prints
+# its id, or nothing and fails when none does.
+kb_any_leader() {
+    local n l
+    for ((n = 1; n <= ${1:-3}; n++)); do
+        [ -n "${NODE_PID[$n]:-}" ] || continue
+        l="$(kb_leader "$n" 2>/dev/null || true)"
+        if [ -n "$l" ]; then
+            echo "$l"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # Waits until some node reports a leader; prints its id.
 kb_wait_leader() {
-    local i n l
+    local i
     for ((i = 0; i < 300; i++)); do
-        for ((n = 1; n <= ${1:-3}; n++)); do
-            [ -n "${NODE_PID[$n]:-}" ] || continue
-            l="$(kb_leader "$n" 2>/dev/null || true)"
-            if [ -n "$l" ]; then
-                echo "$l"
-                return 0
-            fi
-        done
+        kb_any_leader "${1:-3}" && return 0
         sleep 0.1
     done
     echo "no leader elected" >&2
     return 1
+}
+
+# Starts nodes 1..$1 of the generated cluster and waits until each is ready, printing how long
+# it took; fails with the end of a node's log if one is not ready within 60 s.
+kb_start_nodes() {
+    local i t
+    for ((i = 1; i <= $1; i++)); do kb_start_node "$i"; done
+    for ((i = 1; i <= $1; i++)); do
+        if ! t="$(kb_wait_node "$i" 60s)"; then
+            echo "node $i did not become ready; its log ends with:" >&2
+            tail -5 "$CLUSTER_DIR/node$i/node.log" >&2
+            return 1
+        fi
+        echo "node $i ready after ${t}s"
+    done
 }
 
 # Resident memory (VmRSS) of process $1 in KiB.

@@ -68,16 +68,7 @@ start_cluster() { # [keystore yaml]
     if [ -n "${1:-}" ]; then
         kb_cluster_keystore "$1" || return 1
     fi
-    local i
-    for i in 1 2 3; do kb_start_node "$i"; done
-    for i in 1 2 3; do
-        if ! t="$(kb_wait_node "$i" 60s)"; then
-            echo "node $i did not become ready; its log ends with:" >&2
-            tail -5 "$CLUSTER_DIR/node$i/node.log" >&2
-            return 1
-        fi
-        echo "node $i ready after ${t}s"
-    done
+    kb_start_nodes 3 || return 1
     echo "leader: node $(kb_wait_leader)"
 }
 

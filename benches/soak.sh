@@ -117,15 +117,7 @@ BIN="$WORK/bin"
 if [ "$TARGET" = cluster ]; then
     step "start a three-node kes cluster"
     kb_generate_cluster 3
-    for i in 1 2 3; do kb_start_node "$i"; done
-    for i in 1 2 3; do
-        if ! t="$(kb_wait_node "$i" 60s)"; then
-            echo "node $i did not become ready; its log ends with:" >&2
-            tail -5 "$CLUSTER_DIR/node$i/node.log" >&2
-            exit 1
-        fi
-        echo "node $i ready after ${t}s"
-    done
+    kb_start_nodes 3 || exit 1
     echo "leader: node $(kb_wait_leader 3)"
     for i in 1 2 3; do echo "${NODE_PID[$i]}" >"$WORK/node$i.pid"; done
     ARGS=(-s "$(cluster_urls 3)" --ca "$CLUSTER_CA" --api-key "$CLUSTER_KEY")
@@ -198,18 +190,7 @@ event() {
 bench_alive() { kill -0 "$BENCH" 2>/dev/null; }
 
 # The leader as some running node sees it ("" if none answers).
-current_leader() {
-    local j l
-    for j in $NODES; do
-        [ -n "${NODE_PID[$j]:-}" ] || continue
-        l="$(kb_leader "$j" 2>/dev/null || true)"
-        if [ -n "$l" ]; then
-            echo "$l"
-            return 0
-        fi
-    done
-    echo ""
-}
+current_leader() { kb_any_leader 3 || echo ""; }
 
 # Stops node $1 with SIGTERM, starts it again on the same data directory and waits until it
 # is ready. Returns non-zero if it did not come back.
@@ -472,20 +453,23 @@ if par["restart"] == "1":
     verdict("rolling restart", ok, desc or "no restart", f"{len(nodes)} nodes, each gone within {par['stop_timeout']} s of SIGTERM and ready again")
 rp, rm = float(par["rss_margin_pct"]), float(par["rss_margin_mib"])
 fp, fa = float(par["fd_margin_pct"]), float(par["fd_margin_abs"])
+def drift(label, a, b, pct, absolute, shown, allowed_shown):
+    """Growth from the second quarter's median a to the last quarter's b, allowed pct % or absolute."""
+    if a is None or b is None:
+        verdict(label, None, "no samples in a quarter", "")
+        return
+    allowed = max(a * pct / 100, absolute)
+    verdict(label, b - a <= allowed, shown(a, b), allowed_shown(allowed))
+
+
 for n in nodes:
     s = node_stats[n]
-    a, b = s["rss_mib_q2_median"], s["rss_mib_q4_median"]
-    if a is None or b is None:
-        verdict(f"node {n} resident memory", None, "no samples in a quarter", "")
-    else:
-        allowed = max(a * rp / 100, rm)
-        verdict(f"node {n} resident memory", b - a <= allowed, f"{a:.1f} -> {b:.1f} MiB ({b - a:+.1f})", f"+{allowed:.1f} MiB ({rp:g} % or {rm:g} MiB)")
-    a, b = s["fds_q2_median"], s["fds_q4_median"]
-    if a is None or b is None:
-        verdict(f"node {n} file descriptors", None, "no samples in a quarter", "")
-    else:
-        allowed = max(a * fp / 100, fa)
-        verdict(f"node {n} file descriptors", b - a <= allowed, f"{a:g} -> {b:g} ({b - a:+g})", f"+{allowed:.1f} ({fp:g} % or {fa:g})")
+    drift(f"node {n} resident memory", s["rss_mib_q2_median"], s["rss_mib_q4_median"], rp, rm,
+          lambda a, b: f"{a:.1f} -> {b:.1f} MiB ({b - a:+.1f})",
+          lambda al: f"+{al:.1f} MiB ({rp:g} % or {rm:g} MiB)")
+    drift(f"node {n} file descriptors", s["fds_q2_median"], s["fds_q4_median"], fp, fa,
+          lambda a, b: f"{a:g} -> {b:g} ({b - a:+g})",
+          lambda al: f"+{al:.1f} ({fp:g} % or {fa:g})")
 pp, pm = float(par["p99_margin_pct"]), float(par["p99_margin_ms"])
 in_q = lambda m, lo, hi: lo <= m["minute"] * 60 + 30 < hi and m["minute"] not in restart_minutes and m["p99_ms"] is not None
 q2m = [m for m in minutes if in_q(m, D / 4, D / 2)]
