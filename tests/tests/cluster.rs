@@ -315,24 +315,93 @@ async fn policy_changes_apply_on_every_node() {
         .await
         .unwrap_err()
         .is_not_allowed());
+}
 
-    // leadership moves to the node asked for
-    let leader = c.wait_leader(10).await;
-    let target = (leader + 1) % 3;
-    c.client(leader)
-        .cluster_transfer_leader(target as u64 + 1)
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.leader(target).await != Some(target) {
-        assert!(
-            Instant::now() < deadline,
-            "node {} did not take over",
-            target + 1
+/// `kes cluster leader <id>` moves the leadership to the node asked for, every time, while
+/// keys are being created through every node, asked of the leader or of another node; no
+/// write fails meanwhile. (A campaign of the target alone, as before, let whichever node
+/// campaigned first after the old leader stepped down win, and lost the race whenever a write
+/// was committed without the target in between.)
+#[tokio::test]
+async fn leadership_moves_to_the_node_asked_for_under_writes() {
+    let c = cluster(3, "10s").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = c.client_for(&[0, 1, 2]);
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match client.create_key(&format!("moving-{i}")).await {
+                    Ok(()) => ok += 1,
+                    // A retried create whose first attempt succeeded (see tests/deploy.rs).
+                    Err(e) if e.is_key_exists() => ok += 1,
+                    Err(e) => failed.push(format!("moving-{i}: {e:?}")),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+    for round in 0..6 {
+        let leader = c.wait_leader(10).await;
+        let target = (leader + 1) % 3;
+        // Asked of the leader, then of the third node.
+        let via = if round % 4 < 2 {
+            leader
+        } else {
+            (leader + 2) % 3
+        };
+        let started = Instant::now();
+        c.client(via)
+            .cluster_transfer_leader(target as u64 + 1)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: moving to node {}: {e:?}", target + 1));
+        eprintln!(
+            "round {round}: node {} -> node {} via node {} in {:?}",
+            leader + 1,
+            target + 1,
+            via + 1,
+            started.elapsed()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Answered once the asked node saw the target lead: every node agrees at once.
+        for i in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while c.leader(i).await != Some(target) {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: node {} does not see node {} lead",
+                    i + 1,
+                    target + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Asking for the leader it already has changes nothing.
+        c.client(via)
+            .cluster_transfer_leader(target as u64 + 1)
+            .await
+            .unwrap();
+        assert_eq!(c.leader(via).await, Some(target));
+        // Every other move right after the previous one: the new leader's lease still holds
+        // and the voters refuse a vote until it runs out. In between, a pause: the leader has
+        // led for longer than its lease and the target's vote can win at once.
+        if round % 2 == 1 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
-    c.client(target).create_key("after-transfer").await.unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = writer.await.unwrap();
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    assert!(ok >= 10, "only {ok} writes");
+    // Not a voter: a clear refusal.
+    let err = c.client(0).cluster_transfer_leader(9).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("node 9 is not a voter"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

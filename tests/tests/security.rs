@@ -363,6 +363,23 @@ async fn every_route(
             .await
             .map(|_| ()),
     ));
+    // A hold would stop the node's writes and campaigns for seconds.
+    out.push((
+        "/cluster/hold",
+        peers
+            .call::<_, bool>(
+                id,
+                &addr,
+                "/cluster/hold",
+                &kes_cluster::transfer::Hold {
+                    target: 9,
+                    ms: 10_000,
+                },
+                t,
+            )
+            .await
+            .map(|_| ()),
+    ));
     out.push((
         "/cluster/read-index",
         peers

@@ -139,6 +139,10 @@ impl Cluster {
             if self.is_leader() {
                 continue;
             }
+            // A leadership transfer to another node is under way (`transfer`).
+            if self.held_for().is_some_and(|target| target != self.id) {
+                continue;
+            }
             let voters: Vec<(NodeId, String)> = self
                 .members()
                 .into_iter()

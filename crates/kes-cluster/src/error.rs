@@ -31,6 +31,9 @@ pub enum ClusterError {
     /// No leader, or no quorum, could be reached in time.
     #[error("no leader or quorum reachable")]
     NoLeader,
+    /// A leadership transfer that did not happen (the message says why).
+    #[error("{0}")]
+    Transfer(String),
     /// The leader could not commit a proposal (leadership lost meanwhile, storage failure).
     #[error("proposal not committed: {0}")]
     NotCommitted(String),

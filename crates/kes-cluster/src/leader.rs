@@ -69,10 +69,15 @@ impl Cluster {
         F: FnMut(Target) -> Fut,
         Fut: std::future::Future<Output = Result<Attempt<T>, ClusterError>>,
     {
-        let deadline = Instant::now() + wait;
+        let mut deadline = Instant::now() + wait;
         loop {
             if let Attempt::Done(v) = attempt(self.target()).await? {
                 return Ok(v);
+            }
+            // While a leadership transfer holds this node, the leader refuses new writes on
+            // purpose: the wait starts when the hold ends (it ends by itself).
+            if self.held_for().is_some() {
+                deadline = deadline.max(Instant::now() + wait);
             }
             if Instant::now() + RETRY_PAUSE > deadline {
                 return Err(ClusterError::NoLeader);

@@ -36,6 +36,8 @@ mod read;
 mod reconcile;
 pub mod seal;
 pub mod tasks;
+pub mod transfer;
+mod view;
 mod write;
 
 pub use cache::CachedKey;
@@ -134,6 +136,12 @@ pub struct Cluster {
     /// The clock's monotonic milliseconds when this node last heard from a leader (or a
     /// quorum).
     last_contact: AtomicU64,
+    /// Raised by every change of `decoded` (see `view`).
+    decoded_version: AtomicU64,
+    /// This node's id among the clusters of the process, for the per-thread views.
+    view_id: u64,
+    /// A leadership transfer's hold on this node, and its writes in progress (`transfer`).
+    holds: transfer::Holds,
     /// `cache.expiry` with KES's defaults applied; `offline` also bounds how long a node cut
     /// off from the majority keeps serving.
     expiry: CacheConfig,
@@ -260,7 +268,42 @@ impl Cluster {
 
     /// Forgets unsealed copies of keys; used after the state is replaced by a snapshot.
     pub fn clear_decoded(&self) {
-        self.decoded.write().clear();
+        self.retain_decoded(|_, _| false);
+    }
+
+    /// Keeps an unsealed copy of key `name`. Every change of the decoded map raises
+    /// `decoded_version` (so per-thread views look up again, see `view`), and a copy it lets
+    /// go of is dropped from every view too.
+    pub(crate) fn insert_decoded(&self, name: &str, stamp: Stamp, key: Arc<CachedKey>) {
+        let old = {
+            let mut decoded = self.decoded.write();
+            let old = decoded.insert(name.to_owned(), (stamp, key));
+            self.decoded_version.fetch_add(1, Ordering::Release);
+            old
+        };
+        if old.is_some() {
+            view::forget_all();
+        }
+    }
+
+    /// Keeps the unsealed copies `keep` says to keep (see [`Cluster::insert_decoded`]).
+    pub(crate) fn retain_decoded(
+        &self,
+        keep: impl FnMut(&String, &mut (Stamp, Arc<CachedKey>)) -> bool,
+    ) {
+        let removed = {
+            let mut decoded = self.decoded.write();
+            let before = decoded.len();
+            decoded.retain(keep);
+            let removed = decoded.len() != before;
+            if removed {
+                self.decoded_version.fetch_add(1, Ordering::Release);
+            }
+            removed
+        };
+        if removed {
+            view::forget_all();
+        }
     }
 
     /// Runs `work` in the background, tracked so the node waits for it (bounded) at shutdown.

@@ -1,6 +1,6 @@
 //! Membership changes, on the leader: adding a learner or voter, removing a member (its id is
-//! retired first, so every member refuses it from then on), moving the leadership, and taking
-//! a snapshot.
+//! retired first, so every member refuses it from then on), and taking a snapshot. Moving the
+//! leadership is in `transfer`.
 
 use crate::{Cluster, ClusterError};
 use kes_raft::types::NodeId;
@@ -82,31 +82,6 @@ impl Cluster {
                 ClusterError::NoLeader
             })?;
         tracing::info!(node = id, "member removed");
-        Ok(())
-    }
-
-    /// Asks voter `id` to start an election, which it wins when its log is up to date
-    /// (openraft 0.9 has no leadership transfer).
-    pub async fn elect(&self, id: NodeId) -> Result<(), ClusterError> {
-        let members = self.members();
-        let Some((_, addr, true)) = members.iter().find(|(i, _, _)| *i == id).cloned() else {
-            return Err(ClusterError::Invalid(format!("node {id} is not a voter")));
-        };
-        if id == self.id {
-            self.raft
-                .trigger()
-                .elect()
-                .await
-                .map_err(|_| ClusterError::NoLeader)?;
-        } else {
-            let _: bool = self
-                .call(id, &addr, "/cluster/elect", &())
-                .await
-                .map_err(|e| {
-                    tracing::debug!(node = id, error = %e, "election request failed");
-                    ClusterError::NoLeader
-                })?;
-        }
         Ok(())
     }
 

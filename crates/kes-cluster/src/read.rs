@@ -178,7 +178,7 @@ impl Cluster {
             Confirmation::Gone | Confirmation::Changed => {
                 self.kms.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(key = %name, gone = matches!(answer, Confirmation::Gone), "cached key no longer matches the KMS; evicting it");
-                self.decoded.write().remove(name);
+                self.retain_decoded(|n, _| n != name);
                 if hit.stored_at_ms != 0 {
                     let cmd = Command::EvictKey {
                         name: name.to_owned(),
@@ -259,9 +259,7 @@ impl Cluster {
         // The same key re-unsealed after its entry changed (a fill of a read of ours, say)
         // keeps its use history.
         let k = Arc::new(CachedKey::new(version, &value, previous));
-        self.decoded
-            .write()
-            .insert(name.to_owned(), (stamp, Arc::clone(&k)));
+        self.insert_decoded(name, stamp, Arc::clone(&k));
         Some(Hit {
             key: k,
             confirmed_at_ms,
@@ -292,9 +290,7 @@ impl Cluster {
         })?;
         let at_ms = self.clock.wall_ms();
         let k = Arc::new(CachedKey::new(version, &raw, self.clock_ms()).fetched_at(at_ms));
-        self.decoded
-            .write()
-            .insert(name.to_owned(), ((generation, 0), Arc::clone(&k)));
+        self.insert_decoded(name, (generation, 0), Arc::clone(&k));
         let sealed = self.cck.load_full().map(|cck| cck.seal(name, &raw));
         match sealed {
             None => {}
@@ -327,9 +323,9 @@ impl Cluster {
             return;
         }
         let now = self.clock_ms();
-        self.decoded
-            .write()
-            .retain(|_, (_, k)| k.last_used() != 0 && now.saturating_sub(k.last_used()) <= unused);
+        self.retain_decoded(|_, (_, k)| {
+            k.last_used() != 0 && now.saturating_sub(k.last_used()) <= unused
+        });
     }
 
     /// Watches the KMS: probes it (often during an outage, so that writes resume soon after it

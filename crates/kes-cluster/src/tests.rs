@@ -608,3 +608,78 @@ async fn expiry_and_the_offline_window_follow_the_clock() {
     assert_eq!(store.reads(), reads + 1);
     cancel.cancel();
 }
+
+/// The per-thread views of the crypto path (`view.rs`) serve only the current state: after a
+/// delete no thread serves the key, a re-created key is served with its new material, and a
+/// copy the decoded map lets go of (an idle key) is let go of by every view, including the
+/// view of a thread that serves nothing any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_views_serve_only_the_current_state() {
+    let cancel = CancellationToken::new();
+    let clock = ManualClock::new(1_800_000_000_000);
+    let cluster = node_clocked(
+        Arc::new(FlakyStore::default()) as Arc<dyn KeyStore>,
+        "cache:\n  expiry:\n    any: 5m\n    unused: 1h\n",
+        clock.clone(),
+        &cancel,
+    )
+    .await;
+    let here = |c: &Cluster| c.with_fresh("k", |k| k.fingerprint);
+    // Another thread, which stays alive and serves only when asked.
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (tell, told) = std::sync::mpsc::channel();
+    let helper = {
+        let c = Arc::clone(&cluster);
+        std::thread::spawn(move || {
+            for () in asked {
+                tell.send(c.with_fresh("k", |k| k.fingerprint)).unwrap();
+            }
+        })
+    };
+    let there = || {
+        ask.send(()).unwrap();
+        told.recv().unwrap()
+    };
+
+    cluster
+        .create("k", &KeyVersion::generate(KeyType::Aes256, "test"))
+        .await
+        .unwrap();
+    // Never used here: not served as it is (the first use re-confirms it).
+    assert_eq!(here(&cluster), None);
+    let first = cluster.get("k").await.unwrap().fingerprint;
+    assert_eq!(here(&cluster), Some(first));
+    assert_eq!(there(), Some(first));
+    assert_eq!(here(&cluster), Some(first), "served again from the view");
+
+    // Deleted: neither view serves it, from the first request after the commit.
+    cluster.delete("k").await.unwrap();
+    assert_eq!(here(&cluster), None);
+    assert_eq!(there(), None);
+    assert!(matches!(
+        cluster.get("k").await,
+        Err(ClusterError::KeyNotFound)
+    ));
+
+    // Re-created with other material: served with it.
+    cluster
+        .create("k", &KeyVersion::generate(KeyType::Aes256, "test"))
+        .await
+        .unwrap();
+    let second = cluster.get("k").await.unwrap();
+    assert_ne!(second.fingerprint, first);
+    assert_eq!(here(&cluster), Some(second.fingerprint));
+    assert_eq!(there(), Some(second.fingerprint));
+
+    // Idle past `unused`: the decoded map drops its copy, and so does every view. Only the
+    // test's own reference is left.
+    clock.advance(Duration::from_secs(2 * 3600));
+    cluster.touch_contact();
+    assert!(Arc::strong_count(&second) > 2, "the views hold the key");
+    cluster.drop_idle();
+    assert_eq!(Arc::strong_count(&second), 1, "a view kept an idle key");
+
+    drop(ask);
+    helper.join().unwrap();
+    cancel.cancel();
+}

@@ -181,7 +181,7 @@ pub async fn handle(app: &App, route: RouteId, resource: &str) -> Result<Respons
             Ok(resp)
         }
         RouteId::ClusterLeader => {
-            c.elect(node_id(resource)?).await?;
+            c.transfer_leadership(node_id(resource)?).await?;
             Ok(empty())
         }
         RouteId::ClusterBackup => backup(app).await,

@@ -97,64 +97,72 @@ pub async fn handle(
     // in a boxed future of its own, so a generate does not carry, move and initialise
     // kilobytes of state it never uses.
     match route {
-        KeyGenerate | KeyEncrypt | KeyDecrypt | KeyHmac => crypto(app, route, resource, body).await,
-        _ => Box::pin(handle_other(app, route, caller, resource, query, body)).await,
-    }
-}
-
-/// generate, encrypt, decrypt and hmac.
-async fn crypto(
-    app: &App,
-    route: RouteId,
-    resource: &str,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    use RouteId::*;
-    match route {
         KeyGenerate => {
             let name = key_name(resource)?;
             let req: GenerateRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let (plaintext, ciphertext) = key
-                .version
-                .key
-                .generate_data_key(&req.context.0)
-                .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
-            let answer = bytes_json(&[
-                ("plaintext", plaintext.as_ref()),
-                ("ciphertext", &ciphertext),
-            ]);
-            // The response body is the only copy of the data key that leaves this function
-            // (`plaintext` wipes itself).
-            Ok(answer)
+            with_key(app, name, |key| {
+                let (plaintext, ciphertext) = key
+                    .version
+                    .key
+                    .generate_data_key(&req.context.0)
+                    .map_err(|_| ApiError::Internal(kes_types::msg::GENERATE_FAILED))?;
+                // The response body is the only copy of the data key that leaves this
+                // function (`plaintext` wipes itself).
+                Ok(bytes_json(&[
+                    ("plaintext", plaintext.as_ref()),
+                    ("ciphertext", &ciphertext),
+                ]))
+            })
+            .await
         }
         KeyEncrypt => {
             let name = key_name(resource)?;
             let req: EncryptRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
-            Ok(bytes_json(&[("ciphertext", &ciphertext)]))
+            with_key(app, name, |key| {
+                let ciphertext = key.version.key.encrypt(&req.plaintext.0, &req.context.0);
+                Ok(bytes_json(&[("ciphertext", &ciphertext)]))
+            })
+            .await
         }
         KeyDecrypt => {
             let name = key_name(resource)?;
             let req: DecryptRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let plaintext = key
-                .version
-                .key
-                .decrypt(&req.ciphertext.0, &req.context.0)
-                .map_err(|_| ApiError::Decrypt)?;
-            Ok(bytes_json(&[("plaintext", &plaintext)]))
+            with_key(app, name, |key| {
+                let plaintext = key
+                    .version
+                    .key
+                    .decrypt(&req.ciphertext.0, &req.context.0)
+                    .map_err(|_| ApiError::Decrypt)?;
+                Ok(bytes_json(&[("plaintext", &plaintext)]))
+            })
+            .await
         }
         KeyHmac => {
             let name = key_name(resource)?;
             let req: HmacRequest = decode(&body)?;
-            let key = app.cluster.get(name).await?;
-            let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
-            Ok(bytes_json(&[("hmac", &mac_key.mac(&req.message.0))]))
+            with_key(app, name, |key| {
+                let mac_key = key.version.hmac_key.as_ref().ok_or(ApiError::NoHmac)?;
+                Ok(bytes_json(&[("hmac", &mac_key.mac(&req.message.0))]))
+            })
+            .await
         }
-        _ => Err(ApiError::NoRoute),
+        _ => Box::pin(handle_other(app, route, caller, resource, query, body)).await,
     }
+}
+
+/// Runs `op` on key `name`: on this thread's view of the replica when the key is served as it
+/// is (`Cluster::with_fresh`, nearly every request), else after `Cluster::get` did what the key
+/// needs (a keystore read, a re-confirmation, the offline rules).
+async fn with_key(
+    app: &App,
+    name: &str,
+    op: impl Fn(&kes_cluster::CachedKey) -> Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    if let Some(answer) = app.cluster.with_fresh(name, &op) {
+        return answer;
+    }
+    let key = app.cluster.get(name).await?;
+    op(&key)
 }
 
 async fn handle_other(
@@ -167,7 +175,8 @@ async fn handle_other(
 ) -> Result<Response, ApiError> {
     use RouteId::*;
     match route {
-        KeyGenerate | KeyEncrypt | KeyDecrypt | KeyHmac => crypto(app, route, resource, body).await,
+        // Served by `handle` itself.
+        KeyGenerate | KeyEncrypt | KeyDecrypt | KeyHmac => Err(ApiError::NoRoute),
         Version => Ok(json(&VersionResponse {
             version: crate::VERSION.to_owned(),
             commit: crate::COMMIT.to_owned(),

@@ -84,6 +84,9 @@ pub enum ApiError {
     AdminOnly,
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A leadership transfer that did not happen; a 503, so the operator tries again.
+    #[error("leadership transfer failed: {0}")]
+    TransferFailed(String),
     /// An unknown path; answered with Go's plain-text 404, not JSON.
     #[error("page not found")]
     NoRoute,
@@ -105,6 +108,7 @@ impl From<ClusterError> for ApiError {
             ClusterError::Sealed => Self::Sealed,
             ClusterError::CutOff | ClusterError::NoLeader => Self::ClusterUnavailable,
             ClusterError::NotCommitted(_) => Self::Unavailable,
+            ClusterError::Transfer(m) => Self::TransferFailed(m),
             // Not a definitive 404: clients should try elsewhere or later.
             ClusterError::KmsUnreachable => Self::NotReachable,
             ClusterError::Store { op, err } => Self::store(op, err),
@@ -184,6 +188,7 @@ impl ApiError {
                 503,
                 "node is sealed: the cluster cache key is not available yet",
             ),
+            Self::TransferFailed(m) => KesError::new(503, m.clone()),
             Self::ClusterUnavailable => e(
                 503,
                 "cluster unavailable: no leader or no quorum reachable from this node",
@@ -280,6 +285,7 @@ mod tests {
             404
         );
         assert_eq!(status(ClusterError::Invalid("no".into())), 400);
+        assert_eq!(status(ClusterError::Transfer("no".into())), 503);
         assert_eq!(status(ClusterError::Internal("bug")), 500);
         let partial = ApiError::from(ClusterError::Indeterminate(StoreOp::Delete)).to_kes();
         assert_eq!(

@@ -184,6 +184,8 @@ fn check(op: &WriteOp) -> Result<(), ApiError> {
 /// leader.
 pub async fn run(app: &App, identity: &str, client: &str, op: WriteOp) -> Result<(), ApiError> {
     let c = &app.cluster;
+    // Waits out a leadership transfer, then counts as a write the leader's transfer waits for.
+    let _ticket = c.begin_write().await;
     let op = if c.is_replicated() && !c.is_leader() {
         let write = Forward {
             identity: identity.to_owned(),

@@ -160,7 +160,7 @@ fn admitted(route: &str, standing: Standing) -> bool {
     match route {
         // Replication, snapshots and votes come from voters (a joining node has no list yet).
         "/raft/append" | "/raft/snapshot" | "/raft/vote" => matches!(standing, Voter | Joining),
-        "/cluster/prevote" | "/cluster/elect" => standing == Voter,
+        "/cluster/prevote" | "/cluster/elect" | "/cluster/hold" => standing == Voter,
         "/cluster/propose"
         | "/cluster/read-index"
         | "/cluster/cck"
@@ -330,7 +330,9 @@ async fn route(
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            if !cluster.is_leader() {
+            // A leadership transfer holds new writes: the member asks again.
+            let ticket = cluster.try_begin_write();
+            if !cluster.is_leader() || ticket.is_none() {
                 return answer(&ProposeResult::NotLeader {
                     leader: cluster.leader(),
                 });
@@ -373,7 +375,8 @@ async fn route(
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            if !cluster.is_leader() {
+            let ticket = cluster.try_begin_write();
+            if !cluster.is_leader() || ticket.is_none() {
                 return answer(&super::wire::ForwardResult::NotLeader {
                     leader: cluster.leader(),
                 });
@@ -395,6 +398,13 @@ async fn route(
                 .last_applied
                 .map_or(0, |l| l.index);
             answer(&applied)
+        }
+        "/cluster/hold" => {
+            let req: crate::transfer::Hold = match decode(req) {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            answer(&cluster.hold(&req).await)
         }
         "/cluster/elect" => {
             tracing::info!(peer, "election requested by a member");

@@ -1,6 +1,7 @@
 //! The state machine: the applied [`State`] in memory, snapshots in sled.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kes_state::{Command, Outcome, State};
@@ -34,6 +35,9 @@ struct Applied {
 /// applying, and with it every reader queued behind the waiting writer.
 pub struct StateHandle {
     applied: RwLock<Applied>,
+    /// Raised under the write lock by every change of the applied state, before the lock is
+    /// released: a reader that sees the same version twice saw no change in between.
+    version: AtomicU64,
     /// The index of the last applied log entry, 0 before any. The handle owns the sender, so
     /// receivers never see it closed while the handle lives.
     applied_tx: watch::Sender<u64>,
@@ -52,6 +56,7 @@ impl StateHandle {
         let index = applied.last_applied.map_or(0, |id| id.index);
         Self {
             applied: RwLock::new(applied),
+            version: AtomicU64::new(0),
             applied_tx: watch::Sender::new(index),
         }
     }
@@ -59,6 +64,12 @@ impl StateHandle {
     /// Runs `f` on the applied state.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&self.applied.read().state)
+    }
+
+    /// Changes with every change of the applied state (entries applied, a snapshot
+    /// installed); the same version means the same state. For caches of what was read.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// The index of the last applied log entry, 0 before any.
@@ -174,6 +185,7 @@ impl StateMachineStore {
                 applied.last_applied = Some(log_id);
                 replies.push(outcome);
             }
+            self.handle.version.fetch_add(1, Ordering::Release);
             applied.last_applied.map_or(0, |id| id.index)
         };
         self.handle.publish(index);
@@ -245,6 +257,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
             };
+            self.handle.version.fetch_add(1, Ordering::Release);
         }
         self.handle.publish(index);
         tracing::info!(
