@@ -937,6 +937,81 @@ async fn idle_and_slow_connections_are_closed() {
     );
 }
 
+#[tokio::test]
+async fn request_heads_must_arrive_within_the_header_timeout() {
+    // The idle timeout is long: only the header timeout can close these connections.
+    let s = ProcServer::start(
+        "",
+        "limits:\n  header_timeout: 1s\n  idle_timeout: 1m\n",
+        &[],
+    );
+    s.wait_ready().await;
+    let lo = Ipv4Addr::LOCALHOST;
+    let admin = admin_connector(&s);
+    let status = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    // Requests 600 ms apart on one keep-alive connection, 3 s in all: every request starts the
+    // head clock anew, so none of them is cut.
+    let mut c = connect(&admin, lo, s.addr).await.unwrap();
+    for i in 0..5 {
+        c.write_all(status).await.unwrap();
+        assert_eq!(
+            status_of(&mut c, Duration::from_secs(5)).await,
+            Some(200),
+            "request {i} on the keep-alive connection"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+
+    // The next head trickles in, a byte every 200 ms, after the connection was quiet: it is
+    // cut about a second after its first byte although bytes keep coming.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let head = b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in head.iter() {
+        if c.write_all(&[*byte]).await.is_err()
+            || closed_within(&mut c, Duration::from_millis(200)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        closed,
+        "a head trickling in for {took:?} kept the connection"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the trickled head was cut after {took:?}, not about a second"
+    );
+
+    // The same right after a request, while the connection is busy with requests.
+    let mut c = connect(&admin, lo, s.addr).await.unwrap();
+    c.write_all(status).await.unwrap();
+    assert_eq!(status_of(&mut c, Duration::from_secs(5)).await, Some(200));
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for byte in head.iter() {
+        if c.write_all(&[*byte]).await.is_err()
+            || closed_within(&mut c, Duration::from_millis(200)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        closed,
+        "a head trickling in for {took:?} kept the connection"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "the trickled head was cut after {took:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_http2_bodies_stay_within_the_memory_bound() {
     // Bound stated in the README: per connection at most CONN_BODY_BUDGET (2 MiB) of bodies

@@ -723,6 +723,7 @@ pub fn listener_limits(l: &kes_config::Limits) -> ListenerLimits {
     ListenerLimits {
         handshake_timeout: l.handshake_timeout,
         first_request_timeout: l.header_timeout,
+        header_timeout: l.header_timeout,
         idle_timeout: l.idle_timeout,
         max_connections: l.connections,
         max_connections_per_ip: l.connections_per_ip,
@@ -739,15 +740,15 @@ pub const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
 /// Largest header block of one request, HTTP/1.1 read buffer included.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// hyper's connection builder with the server's limits: header read timeout (a timer must be
-/// set for hyper to enforce it), header sizes, HTTP/2 streams and windows.
+/// hyper's connection builder with the server's limits: header sizes, HTTP/2 streams and
+/// windows. The HTTP/1.1 header read timeout is the listener's (`kes_tls::Served`): hyper's
+/// would register a timer for every request head.
 pub fn http_builder(
     l: &kes_config::Limits,
 ) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(l.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES);
     b.http2()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -763,11 +764,11 @@ pub fn http_builder(
 
 async fn serve_connection(
     app: Arc<App>,
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    stream: kes_tls::Served,
     addr: SocketAddr,
     conn: Arc<kes_tls::Conn>,
 ) {
-    let peer = kes_tls::identify(stream.get_ref().1.peer_certificates());
+    let peer = kes_tls::identify(stream.tls().peer_certificates());
     let mut info = ConnInfo::new(peer, addr);
     info.conn = Some(Arc::clone(&conn));
     let builder = http_builder(&app.limits);

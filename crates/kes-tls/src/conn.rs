@@ -6,8 +6,9 @@
 //!
 //! - a TLS handshake must finish within `handshake_timeout`;
 //! - a connection that has not started a request within `first_request_timeout` of its
-//!   handshake, or has been idle between requests for `idle_timeout`, is closed; the server
-//!   bounds header and body reads of a request on its side;
+//!   handshake, or has been idle between requests for `idle_timeout`, is closed;
+//! - on HTTP/1.1, a request head must be complete within `header_timeout` of its first byte
+//!   (see [`Served`]); the server bounds body reads on its side;
 //! - at most `max_connections` connections in all and `max_connections_per_ip` per peer
 //!   address. At a limit, a new connection does not wait and is not refused while some
 //!   connection is idle: the idle one goes (connections whose caller was never authorised
@@ -21,10 +22,14 @@ use parking_lot::Mutex;
 use rustls::ServerConfig;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +41,9 @@ pub struct ListenerLimits {
     pub handshake_timeout: Duration,
     /// Longest a connection may stay open after its handshake without starting a request.
     pub first_request_timeout: Duration,
+    /// Longest an HTTP/1.1 request head may take to arrive, from its first byte (zero: no
+    /// limit beyond the idle timeout).
+    pub header_timeout: Duration,
     /// Longest a connection may stay idle between two requests.
     pub idle_timeout: Duration,
     /// Most connections open at once.
@@ -53,6 +61,7 @@ impl Default for ListenerLimits {
             handshake_timeout: Duration::from_secs(10),
             // KES (Go's http.Server): ReadHeaderTimeout 5 s, IdleTimeout 90 s.
             first_request_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(90),
             max_connections: 8192,
             // A load balancer in front of the nodes (TCP pass-through) puts every client
@@ -79,6 +88,14 @@ pub struct Conn {
     /// Set once a request of this connection passed authorisation.
     trusted: AtomicBool,
     close: CancellationToken,
+    /// When the head of the next request started to arrive (milliseconds since the registry's
+    /// epoch, plus one), 0 when none is arriving. Set by [`Served`] on HTTP/1.1 connections,
+    /// cleared when the request starts.
+    head_since_ms: AtomicU64,
+    /// When the connection's watchdog looks next (milliseconds since the registry's epoch).
+    watch_at_ms: AtomicU64,
+    /// Wakes the watchdog early: a head started while it sleeps past the head's deadline.
+    watch: Notify,
 }
 
 impl Conn {
@@ -92,7 +109,38 @@ impl Conn {
         if !self.started.load(Ordering::Relaxed) {
             self.started.store(true, Ordering::Relaxed);
         }
+        if self.head_since_ms.load(Ordering::Relaxed) != 0 {
+            self.head_since_ms.store(0, Ordering::Relaxed);
+        }
         RequestGuard(self)
+    }
+
+    /// Request bytes arrived: with no request in progress and none arriving, they start the
+    /// head of the next one, and its clock. One clock read per request; the watchdog is woken
+    /// only when it would otherwise look later than the head's deadline (the connection was
+    /// quiet), so a busy keep-alive connection costs no timer per request.
+    fn bytes_arrived(&self, header_timeout: Duration) {
+        if self.head_since_ms.load(Ordering::Relaxed) != 0 || self.busy.load(Ordering::Acquire) > 0
+        {
+            return;
+        }
+        let now = self.registry.now_ms();
+        // SeqCst with the watchdog's store of `watch_at_ms` and load of `head_since_ms`: one of
+        // the two sees the other's store, so a head is never left unwatched.
+        self.head_since_ms.store(now + 1, Ordering::SeqCst);
+        if self.watch_at_ms.load(Ordering::SeqCst) > now + header_timeout.as_millis() as u64 {
+            self.watch.notify_one();
+        }
+    }
+
+    /// How long the head of the next request has been arriving, if one is.
+    fn head_for(&self) -> Option<Duration> {
+        match self.head_since_ms.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.registry.now_ms().saturating_sub(since - 1),
+            )),
+        }
     }
 
     /// Records that a request of this connection was authorised: under pressure, idle
@@ -182,6 +230,9 @@ impl Registry {
             last_active_ms: AtomicU64::new(self.now_ms()),
             trusted: AtomicBool::new(false),
             close: CancellationToken::new(),
+            head_since_ms: AtomicU64::new(0),
+            watch_at_ms: AtomicU64::new(u64::MAX),
+            watch: Notify::new(),
         });
         inner.conns.insert(conn.id, Arc::clone(&conn));
         *inner.per_ip.entry(ip).or_default() += 1;
@@ -294,7 +345,7 @@ pub async fn serve_tls<F, Fut>(
     cancel: CancellationToken,
     serve: F,
 ) where
-    F: Fn(TlsStream<TcpStream>, SocketAddr, Arc<Conn>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Served, SocketAddr, Arc<Conn>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let registry = Arc::new(Registry {
@@ -357,7 +408,7 @@ async fn run_connection<F, Fut>(
     limits: ListenerLimits,
     serve: F,
 ) where
-    F: Fn(TlsStream<TcpStream>, SocketAddr, Arc<Conn>) -> Fut,
+    F: Fn(Served, SocketAddr, Arc<Conn>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let _registration = Registration(Arc::clone(&conn));
@@ -377,6 +428,16 @@ async fn run_connection<F, Fut>(
     };
     // The first-request clock starts once the handshake is done.
     conn.touch();
+    // HTTP/2 frames (pings, window updates) arrive between requests: only HTTP/1.1 has heads
+    // to time. A client that offers no ALPN is taken for HTTP/1.1.
+    let header_timeout = (stream.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()))
+        .then_some(limits.header_timeout)
+        .filter(|t| !t.is_zero());
+    let stream = Served {
+        inner: stream,
+        conn: Arc::clone(&conn),
+        header_timeout,
+    };
     let served = serve(stream, addr, Arc::clone(&conn));
     tokio::pin!(served);
     let mut closing_since: Option<Instant> = None;
@@ -385,24 +446,14 @@ async fn run_connection<F, Fut>(
             Some(since) => {
                 (limits.close_grace + Duration::from_millis(100)).saturating_sub(since.elapsed())
             }
-            None => match conn.idle_for() {
-                Some(idle) => {
-                    let limit = if !conn.started.load(Ordering::Relaxed) {
-                        limits.first_request_timeout
-                    } else {
-                        limits.idle_timeout
-                    };
-                    if idle >= limit {
-                        tracing::debug!(peer = %addr, idle = ?idle, "closing an idle connection");
-                        conn.registry.close(&conn);
-                        closing_since = Some(Instant::now());
-                        continue;
-                    }
-                    limit - idle
+            None => match next_look(&conn, &limits, header_timeout) {
+                Ok(wait) => wait,
+                Err(why) => {
+                    tracing::debug!(peer = %addr, reason = why, "closing a connection");
+                    conn.registry.close(&conn);
+                    closing_since = Some(Instant::now());
+                    continue;
                 }
-                // Busy: look again after the longest idle period; the request's own limits
-                // bound it meanwhile.
-                None => limits.idle_timeout.max(Duration::from_secs(1)),
             },
         };
         tokio::select! {
@@ -410,6 +461,8 @@ async fn run_connection<F, Fut>(
             _ = conn.closing(), if closing_since.is_none() => {
                 closing_since = Some(Instant::now());
             }
+            // A head started on a quiet connection: look at its deadline.
+            _ = conn.watch.notified(), if closing_since.is_none() => {}
             _ = tokio::time::sleep(wait) => {
                 if closing_since.is_some_and(|s| s.elapsed() >= limits.close_grace) {
                     // It did not finish within the grace: drop it.
@@ -418,6 +471,118 @@ async fn run_connection<F, Fut>(
                 }
             }
         }
+    }
+}
+
+/// When a connection's watchdog looks next, or why the connection must close now.
+fn next_look(
+    conn: &Conn,
+    limits: &ListenerLimits,
+    header_timeout: Option<Duration>,
+) -> Result<Duration, &'static str> {
+    let idle = conn.idle_for();
+    let mut wait = match idle {
+        Some(idle) => {
+            let (limit, why) = if !conn.started.load(Ordering::Relaxed) {
+                (
+                    limits.first_request_timeout,
+                    "no request within the first-request timeout",
+                )
+            } else {
+                (limits.idle_timeout, "idle for the idle timeout")
+            };
+            if idle >= limit {
+                return Err(why);
+            }
+            limit - idle
+        }
+        // Busy: look again after the longest idle period; the request's own limits bound it
+        // meanwhile.
+        None => limits.idle_timeout.max(Duration::from_secs(1)),
+    };
+    let Some(header_timeout) = header_timeout else {
+        return Ok(wait);
+    };
+    // While requests come and go, look once per header timeout: a head that starts meanwhile
+    // is then looked at by its deadline without waking the watchdog. A connection quiet for
+    // longer sleeps until its idle deadline, and its next head wakes the watchdog (once).
+    if idle.is_none_or(|idle| idle < header_timeout) {
+        wait = wait.min(header_timeout);
+    }
+    let at = conn.registry.now_ms() + wait.as_millis() as u64;
+    conn.watch_at_ms.store(at, Ordering::SeqCst);
+    if let Some(head) = conn.head_for() {
+        if head >= header_timeout {
+            return Err("request head not complete within the header timeout");
+        }
+        wait = wait.min(header_timeout - head);
+    }
+    Ok(wait)
+}
+
+/// An established connection's stream, as the listener hands it to whoever serves it. On
+/// HTTP/1.1 its reads tell the listener when the head of a request starts to arrive, so the
+/// listener can enforce `header_timeout` with the connection's one watchdog timer instead of a
+/// timer per request.
+#[derive(Debug)]
+pub struct Served {
+    inner: TlsStream<TcpStream>,
+    conn: Arc<Conn>,
+    header_timeout: Option<Duration>,
+}
+
+impl Served {
+    /// The TLS session: the peer's certificates, the protocol agreed.
+    pub fn tls(&self) -> &rustls::ServerConnection {
+        self.inner.get_ref().1
+    }
+}
+
+impl AsyncRead for Served {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Some(t), Poll::Ready(Ok(()))) = (this.header_timeout, &r) {
+            if buf.filled().len() > before {
+                this.conn.bytes_arrived(t);
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Served {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

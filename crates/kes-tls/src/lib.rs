@@ -490,4 +490,4 @@ impl ClientCertVerifier for LoggingVerifier {
     }
 }
 
-pub use conn::{serve_tls, Conn, ListenerLimits, RequestGuard};
+pub use conn::{serve_tls, Conn, ListenerLimits, RequestGuard, Served};

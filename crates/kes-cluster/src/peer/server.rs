@@ -89,11 +89,11 @@ pub async fn serve_peer(
     cluster: Arc<Cluster>,
     writes: Arc<dyn WriteHandler>,
     builder: Builder<TokioExecutor>,
-    stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    stream: kes_tls::Served,
     addr: SocketAddr,
     conn: Arc<kes_tls::Conn>,
 ) {
-    let Some(peer) = super::tls::peer_node_id(stream.get_ref().1.peer_certificates()) else {
+    let Some(peer) = super::tls::peer_node_id(stream.tls().peer_certificates()) else {
         tracing::warn!(peer = %addr, "cluster connection refused: the certificate does not carry exactly one kes-node-<id> name");
         return;
     };
