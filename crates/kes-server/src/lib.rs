@@ -785,20 +785,9 @@ async fn serve_connection(
         }
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(served);
-    // One watch per wake-up: the listener closes every connection when the server shuts down
-    // (`serve_tls` cancels them all), so `conn.closing()` covers shutdown too.
-    tokio::select! {
-        r = served.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
-            }
-            return;
-        }
-        _ = conn.closing() => {}
+    if let Err(e) = conn.drive(served, |c| c.graceful_shutdown()).await {
+        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
     }
-    served.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, served).await;
 }
 
 /// Runs one request through KES's processing order.

@@ -87,6 +87,11 @@ pub struct Conn {
     last_active_ms: AtomicU64,
     /// Set once a request of this connection passed authorisation.
     trusted: AtomicBool,
+    /// The listener asked the connection to close: `closing` for whoever serves it (one load
+    /// per wake-up, see [`Conn::drive`]), which `closer` wakes; `close` for the listener's own
+    /// watchdog.
+    closing: AtomicBool,
+    closer: Mutex<Option<std::task::Waker>>,
     close: CancellationToken,
     /// When the head of the next request started to arrive (milliseconds since the registry's
     /// epoch, plus one), 0 when none is arriving. Set by [`Served`] on HTTP/1.1 connections,
@@ -149,14 +154,35 @@ impl Conn {
         self.trusted.store(true, Ordering::Relaxed);
     }
 
-    /// Fires when the listener wants the connection closed (idle too long, evicted, or the
-    /// server is shutting down): finish what is in progress and close.
-    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.close.cancelled()
+    /// Drives `served`, the future serving the connection, to its end. When the listener wants
+    /// the connection closed (idle too long, evicted, or the server is shutting down), calls
+    /// `graceful` on it once, so it finishes what is in progress and closes; the listener drops
+    /// it if it takes longer than the close grace. Costs one load per wake-up: the waker is
+    /// stored again only when it changes.
+    pub fn drive<F, G>(&self, served: F, graceful: G) -> Drive<'_, F, G>
+    where
+        F: std::future::Future,
+        G: FnOnce(Pin<&mut F>),
+    {
+        Drive {
+            conn: self,
+            served,
+            graceful: Some(graceful),
+            stored: None,
+        }
     }
 
     pub fn is_closing(&self) -> bool {
-        self.close.is_cancelled()
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Asks the connection to close; the registry's lock is held.
+    fn begin_close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.close.cancel();
+        if let Some(w) = self.closer.lock().take() {
+            w.wake();
+        }
     }
 
     fn touch(&self) {
@@ -173,6 +199,42 @@ impl Conn {
         Some(Duration::from_millis(
             self.registry.now_ms().saturating_sub(last),
         ))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Conn::drive`].
+    pub struct Drive<'c, F, G> {
+        conn: &'c Conn,
+        #[pin]
+        served: F,
+        graceful: Option<G>,
+        stored: Option<std::task::Waker>,
+    }
+}
+
+impl<F: std::future::Future, G: FnOnce(Pin<&mut F>)> std::future::Future for Drive<'_, F, G> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        if this.graceful.is_some() {
+            if this
+                .stored
+                .as_ref()
+                .is_none_or(|w| !w.will_wake(cx.waker()))
+            {
+                *this.conn.closer.lock() = Some(cx.waker().clone());
+                *this.stored = Some(cx.waker().clone());
+            }
+            // After the store: a close that comes after this load wakes the new waker.
+            if this.conn.closing.load(Ordering::SeqCst) {
+                if let Some(graceful) = this.graceful.take() {
+                    graceful(this.served.as_mut());
+                }
+            }
+        }
+        this.served.poll(cx)
     }
 }
 
@@ -229,6 +291,8 @@ impl Registry {
             started: AtomicBool::new(false),
             last_active_ms: AtomicU64::new(self.now_ms()),
             trusted: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            closer: Mutex::new(None),
             close: CancellationToken::new(),
             head_since_ms: AtomicU64::new(0),
             watch_at_ms: AtomicU64::new(u64::MAX),
@@ -251,7 +315,7 @@ impl Registry {
             .map(|(c, _)| Arc::clone(c));
         match victim {
             Some(c) => {
-                c.close.cancel();
+                c.begin_close();
                 inner.closing += 1;
                 if let Some(n) = inner.per_ip.get_mut(&c.ip) {
                     // The closing connection no longer counts for its address either.
@@ -268,7 +332,7 @@ impl Registry {
     fn close(&self, conn: &Conn) {
         let mut inner = self.inner.lock();
         if !conn.is_closing() {
-            conn.close.cancel();
+            conn.begin_close();
             inner.closing += 1;
             if let Some(n) = inner.per_ip.get_mut(&conn.ip) {
                 *n = n.saturating_sub(1);
@@ -424,7 +488,7 @@ async fn run_connection<F, Fut>(
                 return;
             }
         },
-        _ = conn.closing() => return,
+        _ = conn.close.cancelled() => return,
     };
     // The first-request clock starts once the handshake is done.
     conn.touch();
@@ -458,7 +522,7 @@ async fn run_connection<F, Fut>(
         };
         tokio::select! {
             _ = &mut served => return,
-            _ = conn.closing(), if closing_since.is_none() => {
+            _ = conn.close.cancelled(), if closing_since.is_none() => {
                 closing_since = Some(Instant::now());
             }
             // A head started on a quiet connection: look at its deadline.
@@ -649,6 +713,38 @@ mod tests {
         // One of the address's two idle connections (equally idle here) made room.
         assert!(a1.is_closing() != a2.is_closing());
         assert!(!other.is_closing());
+    }
+
+    #[tokio::test]
+    async fn a_close_reaches_the_driven_connection() {
+        // A connection future that ends only once told to shut down gracefully, and is never
+        // woken by anything else: only the close can wake and end it.
+        struct UntilGraceful(bool);
+        impl std::future::Future for UntilGraceful {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+                if self.0 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+        let r = registry();
+        let conn = r.admit(A, &limits(10, 10)).unwrap();
+        let driven = Arc::clone(&conn);
+        let task = tokio::spawn(async move {
+            driven
+                .drive(UntilGraceful(false), |mut f| f.as_mut().get_mut().0 = true)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!task.is_finished());
+        r.close(&conn);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the close did not reach the driven connection")
+            .unwrap();
     }
 
     #[test]

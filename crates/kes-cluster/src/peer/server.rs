@@ -36,9 +36,6 @@ type Response = http::Response<Full<Bytes>>;
 /// A route's answer: its status and msgpack body (a plain-text message when not 200).
 type Reply = (StatusCode, Bytes);
 
-/// How long a node port connection may take to finish its requests at shutdown.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
 fn answer<T: Serialize>(value: &T) -> Reply {
     match rmp_serde::to_vec_named(value) {
         Ok(b) => (StatusCode::OK, Bytes::from(b)),
@@ -111,18 +108,9 @@ pub async fn serve_peer(
         }
     });
     let served = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(served);
-    tokio::select! {
-        r = served.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = %addr, error = %e, "cluster connection ended");
-            }
-            return;
-        }
-        _ = conn.closing() => {}
+    if let Err(e) = conn.drive(served, |c| c.graceful_shutdown()).await {
+        tracing::debug!(peer = %addr, error = %e, "cluster connection ended");
     }
-    served.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, served).await;
 }
 
 /// What a peer id is to this node now.
