@@ -143,12 +143,7 @@ impl Cluster {
             if self.held_for().is_some_and(|target| target != self.id) {
                 continue;
             }
-            let voters: Vec<(NodeId, String)> = self
-                .members()
-                .into_iter()
-                .filter(|(_, _, voter)| *voter)
-                .map(|(id, addr, _)| (id, addr))
-                .collect();
+            let voters = self.voters();
             if !voters.iter().any(|(id, _)| *id == self.id) {
                 // A learner, or a node not (yet, or any more) in the group.
                 continue;

@@ -111,6 +111,9 @@ pub struct Seed {
     pub restore: Option<kes_state::Command>,
 }
 
+/// Unsealed copies of keys by name, with the stamp of the state entry each was made from.
+type DecodedMap = HashMap<String, (Stamp, Arc<CachedKey>)>;
+
 /// The state of one node in the group.
 pub struct Cluster {
     pub id: NodeId,
@@ -126,7 +129,7 @@ pub struct Cluster {
     cck: ArcSwapOption<Cck>,
     /// Unsealed keys by name, stamped with the (generation, stored_at) of the state entry they
     /// came from; a changed stamp means the entry changed and the copy is stale.
-    decoded: RwLock<HashMap<String, (Stamp, Arc<CachedKey>)>>,
+    decoded: RwLock<DecodedMap>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Names being re-confirmed in the background.
     refreshing: Mutex<HashSet<String>>,
@@ -239,6 +242,15 @@ impl Cluster {
         out
     }
 
+    /// The voters of the applied membership with their node-port addresses, by id.
+    pub fn voters(&self) -> Vec<(NodeId, String)> {
+        self.members()
+            .into_iter()
+            .filter(|(_, _, voter)| *voter)
+            .map(|(id, addr, _)| (id, addr))
+            .collect()
+    }
+
     /// Raft's view of this node, for the cluster status and metrics.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
@@ -275,15 +287,18 @@ impl Cluster {
     /// `decoded_version` (so per-thread views look up again, see `view`), and a copy it lets
     /// go of is dropped from every view too.
     pub(crate) fn insert_decoded(&self, name: &str, stamp: Stamp, key: Arc<CachedKey>) {
-        let old = {
-            let mut decoded = self.decoded.write();
+        self.change_decoded(|decoded| {
             let old = decoded.insert(name.to_owned(), (stamp, key));
-            self.decoded_version.fetch_add(1, Ordering::Release);
-            old
-        };
-        if old.is_some() {
-            view::forget_all();
-        }
+            (true, old.is_some())
+        });
+    }
+
+    /// Lets go of the unsealed copy of key `name` (see [`Cluster::insert_decoded`]).
+    pub(crate) fn remove_decoded(&self, name: &str) {
+        self.change_decoded(|decoded| {
+            let removed = decoded.remove(name).is_some();
+            (removed, removed)
+        });
     }
 
     /// Keeps the unsealed copies `keep` says to keep (see [`Cluster::insert_decoded`]).
@@ -291,17 +306,26 @@ impl Cluster {
         &self,
         keep: impl FnMut(&String, &mut (Stamp, Arc<CachedKey>)) -> bool,
     ) {
-        let removed = {
-            let mut decoded = self.decoded.write();
+        self.change_decoded(|decoded| {
             let before = decoded.len();
             decoded.retain(keep);
             let removed = decoded.len() != before;
-            if removed {
+            (removed, removed)
+        });
+    }
+
+    /// Applies `change` to the decoded map under its lock; it answers whether it changed the
+    /// map and whether it let go of a copy.
+    fn change_decoded(&self, change: impl FnOnce(&mut DecodedMap) -> (bool, bool)) {
+        let let_go = {
+            let mut decoded = self.decoded.write();
+            let (changed, let_go) = change(&mut decoded);
+            if changed {
                 self.decoded_version.fetch_add(1, Ordering::Release);
             }
-            removed
+            let_go
         };
-        if removed {
+        if let_go {
             view::forget_all();
         }
     }

@@ -178,7 +178,7 @@ impl Cluster {
             Confirmation::Gone | Confirmation::Changed => {
                 self.kms.evicted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(key = %name, gone = matches!(answer, Confirmation::Gone), "cached key no longer matches the KMS; evicting it");
-                self.retain_decoded(|n, _| n != name);
+                self.remove_decoded(name);
                 if hit.stored_at_ms != 0 {
                     let cmd = Command::EvictKey {
                         name: name.to_owned(),

@@ -160,12 +160,7 @@ impl Cluster {
     /// Moves the leadership to voter `id` (see the module documentation) and answers once
     /// this node sees it lead.
     pub async fn transfer_leadership(&self, id: NodeId) -> Result<(), ClusterError> {
-        let voters: Vec<(NodeId, String)> = self
-            .members()
-            .into_iter()
-            .filter(|(_, _, voter)| *voter)
-            .map(|(i, addr, _)| (i, addr))
-            .collect();
+        let voters = self.voters();
         let Some((_, target_addr)) = voters.iter().find(|(i, _)| *i == id).cloned() else {
             return Err(ClusterError::Invalid(format!("node {id} is not a voter")));
         };
