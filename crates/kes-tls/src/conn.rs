@@ -473,7 +473,7 @@ async fn run_connection<F, Fut>(
     serve: F,
 ) where
     F: Fn(Served, SocketAddr, Arc<Conn>) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let _registration = Registration(Arc::clone(&conn));
     let stream = tokio::select! {
@@ -502,8 +502,9 @@ async fn run_connection<F, Fut>(
         conn: Arc::clone(&conn),
         header_timeout,
     };
-    let served = serve(stream, addr, Arc::clone(&conn));
-    tokio::pin!(served);
+    // Served in a task of its own: a wake-up of the connection (every request) then polls only
+    // the connection, not this watchdog's close, notification and timer too.
+    let mut served = tokio::spawn(serve(stream, addr, Arc::clone(&conn)));
     let mut closing_since: Option<Instant> = None;
     loop {
         let wait = match closing_since {
@@ -531,6 +532,8 @@ async fn run_connection<F, Fut>(
                 if closing_since.is_some_and(|s| s.elapsed() >= limits.close_grace) {
                     // It did not finish within the grace: drop it.
                     tracing::debug!(peer = %addr, "connection dropped after its close grace");
+                    served.abort();
+                    let _ = served.await;
                     return;
                 }
             }
