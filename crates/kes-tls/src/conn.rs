@@ -87,19 +87,19 @@ pub struct Conn {
     last_active_ms: AtomicU64,
     /// Set once a request of this connection passed authorisation.
     trusted: AtomicBool,
-    /// The listener asked the connection to close: `closing` for whoever serves it (one load
-    /// per wake-up, see [`Conn::drive`]), which `closer` wakes; `close` for the listener's own
-    /// watchdog.
+    /// The listener asked the connection to close. Whoever serves it reads this once per
+    /// wake-up (see [`Conn::drive`]) and is woken through `closer`; the watchdog through
+    /// `watch`.
     closing: AtomicBool,
     closer: Mutex<Option<std::task::Waker>>,
-    close: CancellationToken,
     /// When the head of the next request started to arrive (milliseconds since the registry's
     /// epoch, plus one), 0 when none is arriving. Set by [`Served`] on HTTP/1.1 connections,
     /// cleared when the request starts.
     head_since_ms: AtomicU64,
     /// When the connection's watchdog looks next (milliseconds since the registry's epoch).
     watch_at_ms: AtomicU64,
-    /// Wakes the watchdog early: a head started while it sleeps past the head's deadline.
+    /// Wakes the watchdog early: the connection is asked to close, or a head started while
+    /// the watchdog sleeps past the head's deadline.
     watch: Notify,
 }
 
@@ -179,9 +179,17 @@ impl Conn {
     /// Asks the connection to close; the registry's lock is held.
     fn begin_close(&self) {
         self.closing.store(true, Ordering::SeqCst);
-        self.close.cancel();
         if let Some(w) = self.closer.lock().take() {
             w.wake();
+        }
+        self.watch.notify_one();
+    }
+
+    /// Resolves once the connection is asked to close; for the watchdog, `watch`'s only waiter
+    /// (a notification that finds it not waiting is kept for its next wait).
+    async fn closed(&self) {
+        while !self.closing.load(Ordering::SeqCst) {
+            self.watch.notified().await;
         }
     }
 
@@ -293,7 +301,6 @@ impl Registry {
             trusted: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             closer: Mutex::new(None),
-            close: CancellationToken::new(),
             head_since_ms: AtomicU64::new(0),
             watch_at_ms: AtomicU64::new(u64::MAX),
             watch: Notify::new(),
@@ -488,7 +495,7 @@ async fn run_connection<F, Fut>(
                 return;
             }
         },
-        _ = conn.close.cancelled() => return,
+        _ = conn.closed() => return,
     };
     // The first-request clock starts once the handshake is done.
     conn.touch();
@@ -523,11 +530,12 @@ async fn run_connection<F, Fut>(
         };
         tokio::select! {
             _ = &mut served => return,
-            _ = conn.close.cancelled(), if closing_since.is_none() => {
-                closing_since = Some(Instant::now());
+            // Asked to close, or a head started on a quiet connection: look again.
+            _ = conn.watch.notified(), if closing_since.is_none() => {
+                if conn.is_closing() {
+                    closing_since = Some(Instant::now());
+                }
             }
-            // A head started on a quiet connection: look at its deadline.
-            _ = conn.watch.notified(), if closing_since.is_none() => {}
             _ = tokio::time::sleep(wait) => {
                 if closing_since.is_some_and(|s| s.elapsed() >= limits.close_grace) {
                     // It did not finish within the grace: drop it.
